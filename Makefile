@@ -1,0 +1,27 @@
+# The README's commands. Every target that needs tools depends on `deps`,
+# which installs them idempotently.
+SHELL := /bin/bash
+CARGO ?= cargo
+export MESHGUARD_VENV ?= $(CURDIR)/.venv
+
+.PHONY: help deps test lint fmt crds
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+deps: ## Install system packages and the Python test tools (.venv/)
+	@scripts/deps.sh
+
+test: deps lint ## Format check, clippy, then every test
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+crds: ## Regenerate crds/*.yaml and their copies from the Rust types
+	$(CARGO) run -q -p meshguard-crds --bin crdgen

@@ -1,0 +1,16 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use meshguard_operator::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    match cli::run(cli, &mut stdout) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("meshguard: {e:#}");
+            ExitCode::from(cli::exit::BAD_INPUT)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need. Idempotent: each
+# step checks first and does nothing when its part is already in place, so
+# `make test` can call it on every run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages (../shared/TOOLBOX.md). --no-install-recommends matters:
+# wireguard-tools would otherwise pull in a kernel image and systemd.
+apt_packages=(
+  clang llvm libbpf-dev bpftool
+  iptables ipset iproute2 wireguard-tools
+  iputils-ping netcat-openbsd wrk iperf3
+  python3-venv
+)
+missing=()
+for package in "${apt_packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if ((${#missing[@]})); then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python tools in .venv/, reinstalled only when scripts/requirements.txt changes.
+venv="${MESHGUARD_VENV:-.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "deps: creating $venv"
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements.sha256"
+wanted="$(sha256sum scripts/requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "deps: installing Python tools into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
+  echo "$wanted" > "$stamp"
+fi
