@@ -11,7 +11,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use meshguard_crds::{
@@ -19,7 +18,7 @@ use meshguard_crds::{
     validation::{Validator, jwks},
 };
 use serde_json::Value;
-use support::{repo_root, venv_tool};
+use support::{kubernetes_validate, repo_root};
 
 const BUILT_IN: [&str; 3] = ["Namespace", "Secret", "ConfigMap"];
 
@@ -252,7 +251,6 @@ fn references_resolve() {
 
 #[test]
 fn built_in_objects_pass_kubernetes_validate() {
-    let tool = venv_tool("kubernetes-validate");
     let docs = load();
     let built_in = docs
         .iter()
@@ -260,17 +258,7 @@ fn built_in_objects_pass_kubernetes_validate() {
         .count();
     let mut files: Vec<PathBuf> = docs.iter().map(|d| d.file.clone()).collect();
     files.dedup();
-    let output = Command::new(tool)
-        .args(["-k", "1.32.0", "--strict"])
-        .args(&files)
-        .output()
-        .expect("run kubernetes-validate");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = kubernetes_validate(&files);
     assert_eq!(
         stdout.matches(" passed for resource ").count(),
         built_in,

@@ -9,13 +9,12 @@ mod support;
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use kube::core::cel::{CompiledSchema, ScopeContext, WarningKind, analyze_rule, compile_schema};
 use meshguard_crds::{Kind, manifests, validation::openapi};
 use serde_json::Value;
-use support::{repo_root, venv_tool};
+use support::{kubernetes_validate, repo_root};
 
 fn manifest_files(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
@@ -526,17 +525,7 @@ fn kubernetes_validate_accepts_every_crd_strictly() {
                 .map(move |k| dir.join(manifests::file_name(k)))
         })
         .collect();
-    let output = Command::new(venv_tool("kubernetes-validate"))
-        .args(["-k", "1.32.0", "--strict"])
-        .args(&files)
-        .output()
-        .expect("run kubernetes-validate");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "kubernetes-validate failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = kubernetes_validate(&files);
     assert_eq!(
         stdout
             .matches(" passed for resource customresourcedefinition/")

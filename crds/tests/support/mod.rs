@@ -133,3 +133,20 @@ pub fn venv_tool(name: &str) -> std::path::PathBuf {
     );
     tool
 }
+
+/// Runs `kubernetes-validate -k 1.32.0 --strict` on `files`, asserts it
+/// succeeded, and returns its report (one line per object).
+pub fn kubernetes_validate(files: &[std::path::PathBuf]) -> String {
+    let output = std::process::Command::new(venv_tool("kubernetes-validate"))
+        .args(["-k", "1.32.0", "--strict"])
+        .args(files)
+        .output()
+        .expect("run kubernetes-validate");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kubernetes-validate failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
