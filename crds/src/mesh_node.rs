@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// one `=`, and the last character before `=` carries only four bits.
 pub const WIREGUARD_KEY_RULE: &str = "self.matches('^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$')";
 
+/// `host:port` with a DNS name or IPv4 address, or `[ipv6]:port`; a host made
+/// of digits and dots must be a real IPv4 address.
+const ENDPOINT_RULE: &str = r"self.startsWith('[') ? (self.matches('^\\[[0-9a-fA-F:.]+\\]:[0-9]{1,5}$') && isIP(self.substring(1, self.indexOf(']'))) && ip(self.substring(1, self.indexOf(']'))).family() == 6) : (self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}$') && (!self.matches('^[0-9.]+:') || isIP(self.substring(0, self.lastIndexOf(':')))))";
+
 /// One mesh member: a Kubernetes node or a machine outside the cluster.
 // clippy reads the repeated `printcolumn(...)` entries as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -56,9 +60,7 @@ pub struct MeshNodeSpec {
     /// Absent for a member behind NAT that only connects out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 261))]
-    #[x_kube(validation = Rule::new(
-        r"self.matches('^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}$')"
-    ).message("endpoint must be host:port or [ipv6]:port, such as 10.0.0.7:51820"))]
+    #[x_kube(validation = Rule::new(ENDPOINT_RULE).message("endpoint must be host:port or [ipv6]:port, such as 10.0.0.7:51820"))]
     #[x_kube(validation = Rule::new(
         r"!self.matches(':[0-9]{1,5}$') || (int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)"
     ).message("endpoint port must be between 1 and 65535"))]

@@ -22,7 +22,9 @@ pub const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])
 pub const HTTP_HEADER_NAME: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 
 /// A URL path prefix: starts with `/`, no whitespace, no query or fragment.
-pub const PATH_PREFIX: &str = r"^/[^\s?#]*$";
+/// (Whitespace spelled out: `\s` means ASCII whitespace to the API server's
+/// RE2 but Unicode whitespace to Rust's regex.)
+pub const PATH_PREFIX: &str = r"^/[^\t\n\f\r ?#]*$";
 
 /// The longest label key: a 253-character prefix, `/`, and a 63-character name.
 pub const LABEL_KEY_MAX: usize = 317;

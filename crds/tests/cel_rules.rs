@@ -343,6 +343,7 @@ fn cases() -> Vec<Case> {
             reject: vec![
                 step(json!({ "jwt": jwt(json!({ "uri": "http://issuer.example/jwks" })) })),
                 step(json!({ "jwt": jwt(json!({ "uri": "issuer.example/jwks" })) })),
+                step(json!({ "jwt": jwt(json!({ "uri": "https:///jwks" })) })),
             ],
         },
         Case {
@@ -459,6 +460,12 @@ fn cases() -> Vec<Case> {
                 node(json!({ "endpoint": "10.0.0.7" })),
                 node(json!({ "endpoint": "fd00::7:51820" })),
                 node(json!({ "endpoint": "-bad-.example:1" })),
+                // Brackets hold an IPv6 address, nothing else.
+                node(json!({ "endpoint": "[1]:80" })),
+                node(json!({ "endpoint": "[:]:80" })),
+                node(json!({ "endpoint": "[10.0.0.7]:51820" })),
+                // Digits and dots must make a real IPv4 address.
+                node(json!({ "endpoint": "10.0.0.999:51820" })),
             ],
         },
         Case {
@@ -564,4 +571,65 @@ fn every_rule_in_the_schemas_has_cases_and_a_message() {
             "case for a rule the schemas do not have: {message}"
         );
     }
+}
+
+/// Rules live on types, and a type can appear in several places; the table
+/// above exercises each rule where it first appears, these where it reappears.
+#[test]
+fn rules_hold_wherever_their_type_appears() {
+    let validator = Validator::new();
+    let to_side = |selector: Value| {
+        policy(json!([{ "action": "Allow", "from": [{ "all": true }], "to": [selector] }]))
+    };
+    assert_rejected(
+        &validator,
+        &to_side(json!({ "all": true, "nodes": ["a"] })),
+        "spec.rules[0].to[0]",
+        "a peer selector needs exactly one of nodes, nodeSelector, cidrs or all",
+        Stage::Cel,
+    );
+    assert_rejected(
+        &validator,
+        &to_side(json!({ "cidrs": [{ "cidr": "10.0.0.0/8", "except": ["11.0.0.0/8"] }] })),
+        "spec.rules[0].to[0].cidrs[0]",
+        "every except block must lie inside cidr and be of the same IP family",
+        Stage::Cel,
+    );
+    assert_rejected(
+        &validator,
+        &step(json!({ "access": { "deny": { "sourceCIDRs": ["nope"] } } })),
+        "spec.policies[0].access.deny.sourceCIDRs",
+        "every sourceCIDRs entry must be an IPv4 or IPv6 CIDR",
+        Stage::Cel,
+    );
+    assert_rejected(
+        &validator,
+        &step(json!({ "headers": { "response": {} } })),
+        "spec.policies[0].headers.response",
+        "a header change needs set, remove or both",
+        Stage::Cel,
+    );
+
+    // NodePolicy reuses the chain step types, rules included.
+    let node_policy = |step: Value| {
+        object(
+            Kind::NodePolicy,
+            json!({
+                "revision": "r1",
+                "interface": { "meshIP": "100.96.0.1", "listenPort": 51820 },
+                "chains": [{ "name": "shop/orders", "routes": ["r"], "mode": "Enforce", "failureMode": "Closed", "steps": [step] }],
+            }),
+        )
+    };
+    assert_accepted(
+        &validator,
+        &node_policy(json!({ "rateLimit": { "requests": 5, "key": { "route": true } } })),
+    );
+    assert_rejected(
+        &validator,
+        &node_policy(json!({ "rateLimit": { "requests": 5, "key": {} } })),
+        "spec.chains[0].steps[0].rateLimit.key",
+        "a rate-limit key needs exactly one of claim, header, clientId, sourceIP or route",
+        Stage::Cel,
+    );
 }

@@ -160,10 +160,37 @@ fn the_set_shows_what_the_examples_promise() {
         "denies traffic to quarantined members"
     );
 
-    let steps: Vec<_> = chains.iter().flat_map(|c| &c.spec.policies).collect();
-    assert!(steps.iter().any(|s| s.api_key.is_some()), "an API-key step");
-    assert!(steps.iter().any(|s| s.jwt.is_some()), "a JWT step");
-    assert!(steps.iter().any(|s| s.rate_limit.is_some()), "a rate limit");
+    // One chain with an API key, a JWT and a rate limit.
+    assert!(
+        chains.iter().any(|c| {
+            let steps = &c.spec.policies;
+            steps.iter().any(|s| s.api_key.is_some())
+                && steps.iter().any(|s| s.jwt.is_some())
+                && steps.iter().any(|s| s.rate_limit.is_some())
+        }),
+        "a chain with API key, JWT and rate limit"
+    );
+
+    // A three-tier application: web -> app -> db.
+    let allows = |from: &str, to: &str| {
+        policies.iter().flat_map(|p| &p.spec.rules).any(|r| {
+            let role = |side: &[meshguard_crds::PeerSelector], value: &str| {
+                side.iter().any(|s| {
+                    s.node_selector
+                        .as_ref()
+                        .and_then(|l| l.match_labels.as_ref())
+                        .and_then(|m| m.get("role"))
+                        .map(String::as_str)
+                        == Some(value)
+                })
+            };
+            r.action == Action::Allow && role(&r.from, from) && role(&r.to, to)
+        })
+    };
+    assert!(
+        allows("web", "app") && allows("app", "db"),
+        "a three-tier application"
+    );
 }
 
 #[test]

@@ -473,3 +473,138 @@ fn defaults_fill_what_users_leave_out() {
         json!("Enforce")
     );
 }
+
+#[test]
+fn addresses_with_leading_zeros_are_refused_as_the_api_server_does() {
+    // kube-cel's isCIDR/isIP accept these; Go's netip (the API server) does not.
+    let v = Validator::new();
+    let message = |text: &str| {
+        format!(
+            "Invalid value: {text:?}: write the address without leading zeros, as the API server requires (such as 10.0.0.0/8)"
+        )
+    };
+    assert_rejected(
+        &v,
+        &from_selector(json!({ "cidrs": [{ "cidr": "010.0.0.0/8" }] })),
+        "spec.rules[0].from[0].cidrs[0].cidr",
+        &message("010.0.0.0/8"),
+        Stage::Semantic,
+    );
+    assert_rejected(
+        &v,
+        &from_selector(json!({ "cidrs": [{ "cidr": "10.0.0.0/8", "except": ["010.1.0.0/16"] }] })),
+        "spec.rules[0].from[0].cidrs[0].except[0]",
+        &message("010.1.0.0/16"),
+        Stage::Semantic,
+    );
+    // isIP is strict already, so CEL refuses this one.
+    assert_rejected(
+        &v,
+        &node(json!({ "meshIP": "100.096.0.9" })),
+        "spec.meshIP",
+        "meshIP must be an IPv4 or IPv6 address",
+        Stage::Cel,
+    );
+    assert_rejected(
+        &v,
+        &node(json!({ "allowedIPs": ["192.168.010.0/24"] })),
+        "spec.allowedIPs[0]",
+        &message("192.168.010.0/24"),
+        Stage::Semantic,
+    );
+    assert_rejected(
+        &v,
+        &step(json!({ "access": { "allow": { "sourceCIDRs": ["10.0.0.0/08"] } } })),
+        "spec.policies[0].access.allow.sourceCIDRs[0]",
+        &message("10.0.0.0/08"),
+        Stage::Semantic,
+    );
+    assert_accepted(
+        &v,
+        &from_selector(json!({ "cidrs": [{ "cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"] }] })),
+    );
+}
+
+#[test]
+fn metadata_labels_are_checked() {
+    let v = Validator::new();
+    let mut member = node(json!({}));
+    member["metadata"]["labels"] = json!({ "role": "web", "topology.kubernetes.io/zone": "eu-1" });
+    assert_accepted(&v, &member);
+    member["metadata"]["labels"] = json!({ "bad key": "x", "role": "not ok" });
+    assert_rejected(
+        &v,
+        &member,
+        "metadata.labels[bad key]",
+        "label key must be a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        Stage::Semantic,
+    );
+    assert_rejected(
+        &v,
+        &member,
+        "metadata.labels[role]",
+        "Invalid value: \"not ok\": a label value is at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        Stage::Semantic,
+    );
+}
+
+#[test]
+fn whole_numbers_written_as_floats_are_integers() {
+    // go-openapi accepts them; the typed form and CEL then see integers.
+    let v = Validator::new();
+    assert_accepted(
+        &v,
+        &with_port(json!({ "protocol": "TCP", "port": 5432.0, "endPort": 5433.0 })),
+    );
+    assert_rejected(
+        &v,
+        &with_port(json!({ "protocol": "TCP", "port": 5432.5 })),
+        "spec.rules[0].ports[0].port",
+        "Invalid value: 5432.5: must be of type integer",
+        Stage::Schema,
+    );
+}
+
+#[test]
+fn map_lists_compare_whole_keys() {
+    let v = Validator::new();
+    let long = "n".repeat(90);
+    let peer =
+        |name: String| json!({ "name": name, "publicKey": KEY, "allowedIPs": ["100.96.0.2/32"] });
+    let node_policy = |peers: Value| {
+        object(
+            Kind::NodePolicy,
+            json!({ "revision": "r", "interface": { "meshIP": "100.96.0.1", "listenPort": 51820 }, "peers": peers }),
+        )
+    };
+    assert_accepted(
+        &v,
+        &node_policy(json!([peer(format!("{long}a")), peer(format!("{long}b"))])),
+    );
+    assert_rejected(
+        &v,
+        &node_policy(json!([peer(long.clone()), peer(long.clone())])),
+        "spec.peers[1]",
+        &format!("Duplicate value: map[name:\"{long}\"]"),
+        Stage::Schema,
+    );
+}
+
+#[test]
+fn path_prefixes_refuse_ascii_whitespace_only_as_re2_does() {
+    let v = Validator::new();
+    assert_accepted(
+        &v,
+        &step(json!({ "access": { "allow": { "pathPrefixes": ["/caf\u{a0}e"] } } })),
+    );
+    assert_rejected(
+        &v,
+        &step(json!({ "access": { "allow": { "pathPrefixes": ["/a b"] } } })),
+        "spec.policies[0].access.allow.pathPrefixes[0]",
+        &format!(
+            "Invalid value: \"/a b\": should match '{}'",
+            meshguard_crds::patterns::PATH_PREFIX
+        ),
+        Stage::Schema,
+    );
+}

@@ -100,7 +100,7 @@ impl Validator {
                 Stage::Schema,
             )]);
         };
-        let object = &prune_nulls(object);
+        let object = &normalize(object);
         let mut errors = semantic::check_metadata(kind, object);
         errors.extend(openapi::check(&schema.openapi, object));
         if !errors.is_empty() {
@@ -138,19 +138,25 @@ impl Validator {
     }
 }
 
-/// Drops object fields whose value is `null`, as the API server does for every
-/// field not marked `nullable` (none of ours are) before validating: `null`
-/// means "absent". Nulls inside lists stay, and fail the type check.
-pub fn prune_nulls(value: &Value) -> Value {
+/// What the API server does to an object before validating it: object fields
+/// whose value is `null` are dropped (none of our fields is `nullable`, so
+/// `null` means "absent"; nulls inside lists stay and fail the type check),
+/// and a whole number written as a float (`5432.0`) is read as an integer.
+pub fn normalize(value: &Value) -> Value {
     match value {
         Value::Object(fields) => Value::Object(
             fields
                 .iter()
                 .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), prune_nulls(v)))
+                .map(|(k, v)| (k.clone(), normalize(v)))
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(prune_nulls).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            // Below 2^53 a whole f64 is exactly an integer.
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => value.clone(),
+        },
         other => other.clone(),
     }
 }

@@ -5,7 +5,7 @@
 //! `additionalProperties`, `items`, `required`, `enum`, `nullable`, numeric
 //! ranges, lengths, `pattern`, `x-kubernetes-list-type`), and reports unknown
 //! fields, as `kubectl apply` does with its default strict field validation.
-//! Callers prune nulls first (`super::prune_nulls`), as the API server does.
+//! Callers normalize first (`super::normalize`), as the API server does.
 //! Messages follow the API server's wording so they read the same in a
 //! pipeline as in `kubectl`. Logical junctors (`oneOf`, ...) are refused by a
 //! test on the generated schemas, so they need no support here.
@@ -191,7 +191,12 @@ fn array(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
             for (i, item) in items.iter().enumerate() {
                 let key: Vec<String> = keys
                     .iter()
-                    .map(|k| format!("{k}:{}", item.get(k).map(short).unwrap_or_default()))
+                    .map(|k| {
+                        format!(
+                            "{k}:{}",
+                            item.get(k).map(Value::to_string).unwrap_or_default()
+                        )
+                    })
                     .collect();
                 if !seen.insert(key.clone()) {
                     errors.push(err(
@@ -240,7 +245,9 @@ fn string(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError
 }
 
 fn number(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>, integer: bool) {
-    let is_integer = value.is_i64() || value.is_u64();
+    // go-openapi accepts a whole number written as a float (5432.0) as an integer.
+    let is_integer =
+        value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0);
     let Some(n) = value.as_f64().filter(|_| !integer || is_integer) else {
         errors.push(type_error(
             path,

@@ -1,11 +1,18 @@
-//! Checks the API server cannot run: map keys (a structural schema has no way
-//! to constrain them), JWKS documents (CEL cannot parse JSON), and names.
+//! Checks beyond the schema and CEL, each for a stated reason:
+//!
+//! - map keys (`matchLabels` keys, header names): a CEL regex over map keys
+//!   would exceed the API server's cost budget, whose estimator cannot bound
+//!   a key's length;
+//! - CIDRs: kube-cel's `isCIDR` accepts leading zeros (`010.0.0.0/8`,
+//!   `10.0.0.0/08`) that the API server's (Go `netip`) refuses, so the CLI would
+//!   pass what `kubectl apply` rejects (its `isIP` is already strict);
+//! - JWKS documents: CEL cannot parse JSON;
+//! - object names and labels: the API server checks them itself, outside the schema.
 //!
 //! These run on objects that already passed the schema and CEL stages, so they
 //! work on the typed form.
 
-use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::{collections::BTreeMap, net::IpAddr, sync::LazyLock};
 
 use regex::Regex;
 use serde::de::DeserializeOwned;
@@ -13,15 +20,23 @@ use serde_json::Value;
 
 use super::{FieldError, Stage, jwks};
 use crate::{
-    Kind, MeshPolicy, PolicyChain, patterns,
+    Kind, MeshNode, MeshPolicy, PolicyChain, patterns,
     policy_chain::{ChainStep, JwtStep},
-    selector::{LabelSelector, PeerSelector},
+    selector::LabelSelector,
 };
 
 static DNS_SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| compile(patterns::DNS_SUBDOMAIN));
 static DNS_LABEL: LazyLock<Regex> = LazyLock::new(|| compile(patterns::DNS_LABEL));
 static LABEL_KEY: LazyLock<Regex> = LazyLock::new(|| compile(patterns::LABEL_KEY));
+static LABEL_VALUE: LazyLock<Regex> = LazyLock::new(|| compile(patterns::LABEL_VALUE));
 static HEADER_NAME: LazyLock<Regex> = LazyLock::new(|| compile(patterns::HTTP_HEADER_NAME));
+
+const LABEL_KEY_MESSAGE: &str = "label key must be a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+const LABEL_VALUE_MESSAGE: &str = "a label value is at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+const HEADER_MESSAGE: &str =
+    "header name must be an HTTP token (letters, digits and !#$%&'*+.^_`|~-)";
+const ADDRESS_MESSAGE: &str =
+    "write the address without leading zeros, as the API server requires (such as 10.0.0.0/8)";
 
 /// The patterns are constants of this crate, and a test compiles each of them.
 #[allow(clippy::expect_used)]
@@ -29,7 +44,8 @@ fn compile(pattern: &str) -> Regex {
     Regex::new(pattern).expect("patterns in crate::patterns compile")
 }
 
-/// `metadata.name` (and a PolicyChain's namespace) as the API server requires them.
+/// `metadata` as the API server requires it: a name, valid labels, and for a
+/// PolicyChain a valid namespace.
 pub fn check_metadata(kind: Kind, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     match object.pointer("/metadata/name").and_then(Value::as_str) {
@@ -40,10 +56,29 @@ pub fn check_metadata(kind: Kind, object: &Value) -> Vec<FieldError> {
         )),
         Some(_) => {}
     }
+    let labels = object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object);
+    for (key, value) in labels.into_iter().flatten() {
+        let field = format!("metadata.labels[{key}]");
+        if !is_label_key(key) {
+            errors.push(semantic(field.clone(), LABEL_KEY_MESSAGE));
+        }
+        if !value
+            .as_str()
+            .is_some_and(|v| v.len() <= 63 && LABEL_VALUE.is_match(v))
+        {
+            errors.push(semantic(
+                field,
+                format!("Invalid value: {value}: {LABEL_VALUE_MESSAGE}"),
+            ));
+        }
+    }
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
     if kind.namespaced()
-        && let Some(namespace) = object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
+        && let Some(namespace) = namespace
         && (namespace.len() > 63 || !DNS_LABEL.is_match(namespace))
     {
         errors.push(semantic(
@@ -54,18 +89,16 @@ pub fn check_metadata(kind: Kind, object: &Value) -> Vec<FieldError> {
     errors
 }
 
-/// The Rust-only checks of one kind.
+/// The Rust-only checks of one kind's spec.
 pub fn check(kind: Kind, object: &Value) -> Vec<FieldError> {
-    match kind {
-        Kind::MeshPolicy => {
-            typed::<MeshPolicy>(object).map_or_else(|e| vec![e], |p| mesh_policy(&p))
-        }
-        Kind::PolicyChain => {
-            typed::<PolicyChain>(object).map_or_else(|e| vec![e], |c| policy_chain(&c))
-        }
-        // Everything about these is expressible in the schema and CEL.
-        Kind::MeshNode | Kind::NodePolicy => Vec::new(),
-    }
+    let result = match kind {
+        Kind::MeshPolicy => typed::<MeshPolicy>(object).map(|p| mesh_policy(&p)),
+        Kind::PolicyChain => typed::<PolicyChain>(object).map(|c| policy_chain(&c)),
+        Kind::MeshNode => typed::<MeshNode>(object).map(|n| mesh_node(&n)),
+        // Written by the operator from objects that passed these checks.
+        Kind::NodePolicy => Ok(Vec::new()),
+    };
+    result.unwrap_or_else(|e| vec![e])
 }
 
 fn typed<T: DeserializeOwned>(object: &Value) -> Result<T, FieldError> {
@@ -77,15 +110,16 @@ fn mesh_policy(policy: &MeshPolicy) -> Vec<FieldError> {
     for (r, rule) in policy.spec.rules.iter().enumerate() {
         for (side, selectors) in [("from", &rule.from), ("to", &rule.to)] {
             for (s, selector) in selectors.iter().enumerate() {
-                let PeerSelector {
-                    node_selector: Some(labels),
-                    ..
-                } = selector
-                else {
-                    continue;
-                };
-                let path = format!("spec.rules[{r}].{side}[{s}].nodeSelector");
-                label_selector(labels, &path, &mut errors);
+                let path = format!("spec.rules[{r}].{side}[{s}]");
+                if let Some(labels) = &selector.node_selector {
+                    label_selector(labels, &format!("{path}.nodeSelector"), &mut errors);
+                }
+                for (b, block) in selector.cidrs.iter().flatten().enumerate() {
+                    strict_cidr(&block.cidr, &format!("{path}.cidrs[{b}].cidr"), &mut errors);
+                    for (e, hole) in block.except.iter().flatten().enumerate() {
+                        strict_cidr(hole, &format!("{path}.cidrs[{b}].except[{e}]"), &mut errors);
+                    }
+                }
             }
         }
     }
@@ -99,6 +133,14 @@ fn policy_chain(chain: &PolicyChain) -> Vec<FieldError> {
     }
     for (i, step) in chain.spec.policies.iter().enumerate() {
         chain_step(step, &format!("spec.policies[{i}]"), &mut errors);
+    }
+    errors
+}
+
+fn mesh_node(node: &MeshNode) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, cidr) in node.spec.allowed_ips.iter().flatten().enumerate() {
+        strict_cidr(cidr, &format!("spec.allowedIPs[{i}]"), &mut errors);
     }
     errors
 }
@@ -122,14 +164,30 @@ fn chain_step(step: &ChainStep, path: &str, errors: &mut Vec<FieldError>) {
             inline_jwks(jwt, &format!("{path}.anyOf[{i}].jwt"), errors);
         }
     }
+    if let Some(access) = &step.access {
+        for (side, matcher) in [("allow", &access.allow), ("deny", &access.deny)] {
+            let cidrs = matcher.iter().flat_map(|m| m.source_cidrs.iter().flatten());
+            for (i, cidr) in cidrs.enumerate() {
+                strict_cidr(
+                    cidr,
+                    &format!("{path}.access.{side}.sourceCIDRs[{i}]"),
+                    errors,
+                );
+            }
+        }
+    }
+}
+
+fn is_label_key(key: &str) -> bool {
+    key.len() <= patterns::LABEL_KEY_MAX && LABEL_KEY.is_match(key)
 }
 
 fn label_selector(selector: &LabelSelector, path: &str, errors: &mut Vec<FieldError>) {
     for key in selector.match_labels.iter().flat_map(BTreeMap::keys) {
-        if key.len() > patterns::LABEL_KEY_MAX || !LABEL_KEY.is_match(key) {
+        if !is_label_key(key) {
             errors.push(semantic(
                 format!("{path}.matchLabels[{key}]"),
-                "label key must be a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+                LABEL_KEY_MESSAGE,
             ));
         }
     }
@@ -138,10 +196,7 @@ fn label_selector(selector: &LabelSelector, path: &str, errors: &mut Vec<FieldEr
 fn header_names(map: &BTreeMap<String, String>, path: &str, errors: &mut Vec<FieldError>) {
     for name in map.keys() {
         if name.len() > 256 || !HEADER_NAME.is_match(name) {
-            errors.push(semantic(
-                format!("{path}[{name}]"),
-                "header name must be an HTTP token (letters, digits and !#$%&'*+.^_`|~-)",
-            ));
+            errors.push(semantic(format!("{path}[{name}]"), HEADER_MESSAGE));
         }
     }
 }
@@ -157,6 +212,63 @@ fn inline_jwks(jwt: &JwtStep, path: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// A CIDR as Go's `netip.ParsePrefix` reads it: a strict address, `/`, and a
+/// prefix length without leading zeros that fits the family.
+pub fn is_strict_cidr(text: &str) -> bool {
+    let Some((address, length)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(address) = address.parse::<IpAddr>() else {
+        return false;
+    };
+    let width = if address.is_ipv4() { 32 } else { 128 };
+    !length.is_empty()
+        && length.bytes().all(|b| b.is_ascii_digit())
+        && (length == "0" || !length.starts_with('0'))
+        && length.parse::<u8>().is_ok_and(|l| l <= width)
+}
+
+/// Reports what CEL's `isCIDR` let through but the API server would refuse.
+fn strict_cidr(text: &str, path: &str, errors: &mut Vec<FieldError>) {
+    if !is_strict_cidr(text) {
+        errors.push(semantic(
+            path,
+            format!("Invalid value: {text:?}: {ADDRESS_MESSAGE}"),
+        ));
+    }
+}
+
 fn semantic(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError::new(field, message, Stage::Semantic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_as_go_netip_does() {
+        for ok in [
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "fd00::/8",
+            "::/0",
+            "10.0.0.1/32",
+            "::ffff:10.0.0.1/128",
+        ] {
+            assert!(is_strict_cidr(ok), "{ok}");
+        }
+        for bad in [
+            "010.0.0.0/8",
+            "10.0.0.0/08",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0.0/",
+            "10.0.0.0",
+            "fe80::1%eth0/64",
+            "10.0.0.0/+8",
+        ] {
+            assert!(!is_strict_cidr(bad), "{bad}");
+        }
+    }
 }

@@ -122,9 +122,10 @@ pub fn repo_root() -> std::path::PathBuf {
 
 /// A tool from the Python venv `make deps` builds (`MESHGUARD_VENV` overrides it).
 pub fn venv_tool(name: &str) -> std::path::PathBuf {
-    let venv = std::env::var_os("MESHGUARD_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv"));
+    // A relative path means relative to the repository, not to the crate
+    // directory cargo runs tests in.
+    let venv =
+        repo_root().join(std::env::var_os("MESHGUARD_VENV").unwrap_or_else(|| ".venv".into()));
     let tool = venv.join("bin").join(name);
     assert!(
         tool.exists(),
