@@ -125,14 +125,16 @@ pub struct Peer {
     pub allowed_ips: Vec<String>,
 }
 
-/// Addresses inside any of `cidrs` and outside every `except`.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// A named set of addresses: the union of `cidrs`. The operator has already
+/// subtracted every selector's `except` blocks, so the list is exact (a union
+/// of several `cidr` minus `except` blocks and member addresses has no
+/// `cidrs`/`except` form in general).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressSet {
     pub name: String,
+    /// Disjoint prefixes, IPv4 before IPv6, in address order.
     pub cidrs: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub except: Vec<String>,
 }
 
 /// One packet-filter rule on a node.
@@ -143,13 +145,22 @@ pub struct FilterRule {
     pub id: String,
     pub action: Action,
     /// The rule belongs to an Audit-mode policy: count it, never decide.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub audit: bool,
-    /// The peer side: an address-set name, or `all`.
+    /// The peer side (the source for ingress, the destination for egress):
+    /// an address-set name, or `all`.
     pub set: String,
+    /// The local side, for a member that routes a subnet (`allowedIPs`): the
+    /// address set of the local addresses the rule covers. Absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
     /// Absent: all traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortRange>>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A PolicyChain as a node's agent runs it.

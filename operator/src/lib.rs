@@ -1,15 +1,27 @@
-//! The meshguard operator: watches MeshPolicy, PolicyChain, MeshNode, Nodes and
-//! the Secrets and ConfigMaps chains reference; compiles them (a pure function,
-//! shared with the offline `meshguard` CLI) into one NodePolicy per member.
+//! The meshguard operator and the offline `meshguard` CLI.
 //!
 //! ```text
 //!  watchers ──▶ index ──▶ compile (pure) ──▶ NodePolicy writer
 //!                  └────▶ IPAM, statuses, Events, metrics
 //! ```
 //!
-//! Today the crate holds the CLI's manifest commands ([`cli`]); the compiler and
-//! the controllers land with their issues.
+//! The pure middle is here: [`policy_set`] orders the policies, [`evaluate`]
+//! decides one flow (for `check`, `--explain` and in-policy tests),
+//! [`compile`] turns everything into one NodePolicy per member. The CLI
+//! ([`cli`]) reads manifests from files and calls them; the Kubernetes
+//! controllers land with their issue.
 
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 pub mod cli;
+pub mod compile;
+pub mod diagnostics;
+pub mod evaluate;
+pub mod ipam;
+pub mod members;
+pub mod policy_set;
+pub mod policy_tests;
+pub mod ports;
+pub mod secrets;
+pub mod selectors;

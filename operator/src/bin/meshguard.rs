@@ -6,7 +6,8 @@ use meshguard_operator::cli::{self, Cli};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
-    match cli::run(cli, &mut stdout) {
+    let mut stderr = std::io::stderr().lock();
+    match cli::run(cli, &mut stdout, &mut stderr) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("meshguard: {e:#}");

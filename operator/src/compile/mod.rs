@@ -1,0 +1,344 @@
+//! The policy compiler: a pure function from MeshPolicies, PolicyChains and
+//! members (with Secrets reduced to digests) to one NodePolicy per member. The
+//! operator, the `meshguard` CLI and the demo all call it, so what
+//! `meshguard check` predicts is what nodes enforce.
+//!
+//! ```text
+//!  MeshPolicies ─▶ PolicySet (ordered rules, interned selectors)
+//!                      │
+//!  members ─▶ atoms (classes of alike members, routed-subnet regions)
+//!                      │
+//!          RuleIndex (rule ⇄ atom) ─▶ peers per class (semantics 6)
+//!                      └────────────▶ ingress/egress lists per class + address sets (7)
+//!  PolicyChains + Secrets/ConfigMaps ─▶ compiled chains, per node by selector
+//!                      ▼
+//!  per member: interface + peers + class lists + chains ─▶ NodePolicySpec, revision
+//! ```
+//!
+//! Work is done per class, not per member: members whose mesh IP matches the
+//! same selectors get the same rule lists and the same peer classes, so a
+//! mesh of thousands costs what its distinct roles cost. Members are expanded
+//! only when a NodePolicy is asked for ([`Compiled::node_policy`]).
+
+mod atoms;
+mod bitset;
+mod chains;
+mod filters;
+mod node;
+mod peers;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshguard_crds::{MeshPolicy, NodePolicySpec, PolicyChain, node_policy::Peer};
+
+use self::{
+    atoms::Atoms,
+    bitset::BitSet,
+    chains::{References, ServedChain, compile_chains},
+    filters::{ClassFilters, Direction, RuleSets, class_filters},
+    node::{Sum256, interface, peer_digest, peer_entry, revision},
+    peers::{RuleIndex, peer_classes},
+};
+use crate::{
+    diagnostics::{Diagnostic, ObjectRef},
+    members::Member,
+    policy_set::PolicySet,
+    secrets::{ConfigMapData, SecretDigests},
+    selectors::Selector,
+};
+
+/// Everything the compiler reads. Objects must have passed validation.
+pub struct Inputs<'a> {
+    pub members: &'a [Member],
+    pub policies: &'a [MeshPolicy],
+    pub chains: &'a [PolicyChain],
+    pub secrets: &'a [SecretDigests],
+    pub config_maps: &'a [ConfigMapData],
+    /// The WireGuard port every member listens on.
+    pub listen_port: u16,
+}
+
+/// The compiled mesh. NodePolicies are expanded on demand.
+pub struct Compiled {
+    members: Vec<Member>,
+    index_of: BTreeMap<String, usize>,
+    policy_set: PolicySet,
+    atoms: Atoms,
+    class_peers: Vec<BitSet>,
+    class_filters: Vec<ClassFilters>,
+    rule_sets: RuleSets,
+    /// Each member's entry in its peers' NodePolicies.
+    peer_entries: Vec<Peer>,
+    chains: Vec<ServedChain>,
+    member_chains: Vec<Vec<usize>>,
+    revisions: Vec<String>,
+    listen_port: u16,
+    diagnostics: Vec<Diagnostic>,
+}
+
+pub fn compile(inputs: &Inputs) -> Compiled {
+    let mut members = inputs.members.to_vec();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let index_of = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.clone(), i))
+        .collect();
+    let mut diagnostics = deduplicate_routes(&mut members);
+
+    let (policy_set, policy_diagnostics) = PolicySet::build(inputs.policies);
+    diagnostics.extend(policy_diagnostics);
+    diagnostics.extend(unknown_names(inputs.policies, &index_of));
+
+    let atoms = Atoms::build(&policy_set, &members);
+    let index = RuleIndex::build(&policy_set, &atoms);
+    let class_peers = peer_classes(&policy_set, &atoms, &index);
+    let mut rule_sets = RuleSets::build(&policy_set, &atoms, &members);
+    let class_filters: Vec<ClassFilters> = (0..atoms.classes.len())
+        .map(|c| class_filters(&policy_set, &atoms, &index, &members, &mut rule_sets, c))
+        .collect();
+
+    let refs = References {
+        secrets: inputs.secrets,
+        config_maps: inputs.config_maps,
+    };
+    let (chains, chain_diagnostics) = compile_chains(inputs.chains, &refs);
+    diagnostics.extend(chain_diagnostics);
+    let member_chains: Vec<Vec<usize>> = members
+        .iter()
+        .map(|m| {
+            (0..chains.len())
+                .filter(|&c| {
+                    chains[c]
+                        .selector
+                        .as_ref()
+                        .is_none_or(|s| s.matches(&m.labels))
+                })
+                .collect()
+        })
+        .collect();
+
+    // Revisions: the peer part of each member from its class's peer classes.
+    let peer_entries: Vec<Peer> = members.iter().map(peer_entry).collect();
+    let peer_digests: Vec<Sum256> = peer_entries.iter().map(peer_digest).collect();
+    let class_sums: Vec<Sum256> = atoms
+        .classes
+        .iter()
+        .map(|class| {
+            class
+                .members
+                .iter()
+                .fold(Sum256::default(), |sum, &m| sum.add(peer_digests[m]))
+        })
+        .collect();
+    let peer_sums: Vec<Sum256> = class_peers
+        .iter()
+        .map(|peers| {
+            peers
+                .ones()
+                .fold(Sum256::default(), |sum, c| sum.add(class_sums[c]))
+        })
+        .collect();
+    let revisions = members
+        .iter()
+        .enumerate()
+        .map(|(m, member)| {
+            let class = atoms.member_class[m];
+            let mut peers = peer_sums[class];
+            if class_peers[class].contains(class) {
+                peers = peers.sub(peer_digests[m]); // never its own peer
+            }
+            let chain_digests: Vec<[u8; 32]> =
+                member_chains[m].iter().map(|&c| chains[c].digest).collect();
+            revision(
+                &interface(member, inputs.listen_port),
+                peers,
+                &class_filters[class].digest,
+                &chain_digests,
+            )
+        })
+        .collect();
+
+    diagnostics.sort();
+    diagnostics.dedup();
+    Compiled {
+        members,
+        index_of,
+        policy_set,
+        atoms,
+        class_peers,
+        class_filters,
+        rule_sets,
+        peer_entries,
+        chains,
+        member_chains,
+        revisions,
+        listen_port: inputs.listen_port,
+        diagnostics,
+    }
+}
+
+/// WireGuard gives a prefix listed for two peers to whichever was configured
+/// last, so a prefix is routed to one member only: the first by name. (A more
+/// specific prefix inside another member's is fine: the longest match wins.)
+fn deduplicate_routes(members: &mut [Member]) -> Vec<Diagnostic> {
+    let mut claimed: BTreeMap<crate::addresses::Prefix, String> = members
+        .iter()
+        .map(|m| (crate::addresses::Prefix::host(m.mesh_ip), m.name.clone()))
+        .collect();
+    let mut out = Vec::new();
+    for member in members.iter_mut() {
+        let object = ObjectRef::new("MeshNode", None, &member.name);
+        let mut kept = Vec::new();
+        for (i, prefix) in member.allowed_ips.iter().enumerate() {
+            match claimed.get(prefix) {
+                Some(owner) if *owner != member.name => out.push(Diagnostic::warning(
+                    object.clone(),
+                    Some(format!("spec.allowedIPs[{i}]")),
+                    format!("{prefix} is already routed to {owner}; it is left out here"),
+                )),
+                _ => {
+                    claimed.insert(*prefix, member.name.clone());
+                    kept.push(*prefix);
+                }
+            }
+        }
+        member.allowed_ips = kept;
+    }
+    out
+}
+
+/// Names in `nodes:` that no member has: they match nothing (semantics 9).
+fn unknown_names(policies: &[MeshPolicy], known: &BTreeMap<String, usize>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for policy in policies {
+        let object = ObjectRef::new(
+            "MeshPolicy",
+            None,
+            policy.metadata.name.as_deref().unwrap_or_default(),
+        );
+        for (r, rule) in policy.spec.rules.iter().enumerate() {
+            for (side, selectors) in [("from", &rule.from), ("to", &rule.to)] {
+                for (s, selector) in selectors.iter().enumerate() {
+                    for name in selector
+                        .nodes
+                        .iter()
+                        .flatten()
+                        .filter(|n| !known.contains_key(*n))
+                    {
+                        out.push(Diagnostic::warning(
+                            object.clone(),
+                            Some(format!("spec.rules[{r}].{side}[{s}].nodes")),
+                            format!("no member is named {name:?}; it matches nothing"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Compiled {
+    /// Members in name order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.index_of.get(name).map(|&i| &self.members[i])
+    }
+
+    pub fn policy_set(&self) -> &PolicySet {
+        &self.policy_set
+    }
+
+    /// Warnings and errors about the inputs, sorted.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    pub fn revision(&self, name: &str) -> Option<&str> {
+        self.index_of.get(name).map(|&i| self.revisions[i].as_str())
+    }
+
+    /// Names of a member's peers, in name order.
+    pub fn peers_of(&self, name: &str) -> Vec<&str> {
+        let Some(&m) = self.index_of.get(name) else {
+            return Vec::new();
+        };
+        let peers = &self.class_peers[self.atoms.member_class[m]];
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|&(other, _)| other != m && peers.contains(self.atoms.member_class[other]))
+            .map(|(_, member)| member.name.as_str())
+            .collect()
+    }
+
+    pub fn are_peers(&self, a: &str, b: &str) -> bool {
+        match (self.index_of.get(a), self.index_of.get(b)) {
+            (Some(&x), Some(&y)) if x != y => {
+                self.class_peers[self.atoms.member_class[x]].contains(self.atoms.member_class[y])
+            }
+            _ => false,
+        }
+    }
+
+    /// Members at least one rule of the policy applies to (in their ingress or egress).
+    pub fn targeted(&self, policy: &str) -> BTreeSet<&str> {
+        let Some(p) = self
+            .policy_set
+            .policies
+            .iter()
+            .position(|info| info.name == policy)
+        else {
+            return BTreeSet::new();
+        };
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|&(m, _)| {
+                self.class_filters[self.atoms.member_class[m]]
+                    .policies
+                    .contains(&p)
+            })
+            .map(|(_, member)| member.name.as_str())
+            .collect()
+    }
+
+    /// The member's NodePolicy spec, built now.
+    pub fn node_policy(&self, name: &str) -> Option<NodePolicySpec> {
+        let &m = self.index_of.get(name)?;
+        let member = &self.members[m];
+        let class = self.atoms.member_class[m];
+        let filters = &self.class_filters[class];
+        let peer_classes = &self.class_peers[class];
+        let peers: Vec<Peer> = (0..self.members.len())
+            .filter(|&other| other != m && peer_classes.contains(self.atoms.member_class[other]))
+            .map(|other| self.peer_entries[other].clone())
+            .collect();
+        Some(NodePolicySpec {
+            revision: self.revisions[m].clone(),
+            interface: interface(member, self.listen_port),
+            peers,
+            address_sets: filters.sets.iter().map(|s| s.set.clone()).collect(),
+            ingress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Ingress),
+            egress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Egress),
+            chains: self.member_chains[m]
+                .iter()
+                .map(|&c| self.chains[c].chain.clone())
+                .collect(),
+        })
+    }
+
+    /// How many classes the members fell into (for benchmarks and logs).
+    pub fn class_count(&self) -> usize {
+        self.atoms.classes.len()
+    }
+
+    /// Whether a selector of the set matches a member (for `check` and tests).
+    pub fn selector(&self, id: usize) -> &Selector {
+        &self.policy_set.selectors[id]
+    }
+}
