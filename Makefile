@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export MESHGUARD_VENV ?= $(CURDIR)/.venv
 
-.PHONY: help deps test lint fmt crds
+.PHONY: help deps test lint fmt crds bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -25,3 +25,7 @@ fmt: ## Format the code
 
 crds: ## Regenerate crds/*.yaml and their copies from the Rust types
 	$(CARGO) run -q -p meshguard-crds --bin crdgen
+
+bench: ## Benchmarks: criterion, then the figures recorded in docs/benchmarks.md
+	$(CARGO) bench -p meshguard-operator --bench compile
+	$(CARGO) run --release -q -p meshguard-operator --example compile_scale

@@ -125,15 +125,21 @@ pub struct Peer {
     pub allowed_ips: Vec<String>,
 }
 
-/// A named set of addresses: the union of `cidrs`. The operator has already
-/// subtracted every selector's `except` blocks, so the list is exact (a union
-/// of several `cidr` minus `except` blocks and member addresses has no
-/// `cidrs`/`except` form in general).
+/// A named set of addresses: the union of `addresses` and `cidrs`. The
+/// operator has already subtracted every selector's `except` blocks, so the
+/// lists are exact (a union of several `cidr` minus `except` blocks and member
+/// addresses has no `cidrs`/`except` form in general).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressSet {
     pub name: String,
-    /// Disjoint prefixes, IPv4 before IPv6, in address order.
+    /// Single addresses (member mesh IPs, mostly), IPv4 before IPv6. Kept
+    /// apart from `cidrs` without a `/32` or `/128`: at thousands of members
+    /// that is a tenth of a NodePolicy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// Networks, disjoint from each other and from `addresses`, IPv4 before IPv6.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cidrs: Vec<String>,
 }
 

@@ -1,7 +1,8 @@
-//! Prints the compiler's figures at scale (see `docs/benchmarks.md`): full
-//! compile time and peak memory, recompile after one policy changes, the
-//! largest NodePolicy, and how many NodePolicies the change touches.
-//! Run with `cargo run --release -p meshguard-operator --example compile_scale`.
+//! Prints the compiler's figures at scale (recorded in `docs/benchmarks.md`):
+//! full compile time and peak memory, recompile after one policy changes with
+//! a remembering [`Compiler`], the largest NodePolicy, and how many
+//! NodePolicies a change touches — for the typical shape and the stress shape.
+//! `make bench` runs it; alone: `cargo run --release -p meshguard-operator --example compile_scale`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark driver: a panic is a failure report
 
@@ -10,7 +11,12 @@ mod scale;
 
 use std::time::Instant;
 
-use meshguard_operator::compile::{Compiled, Inputs, compile};
+use meshguard_crds::MeshPolicy;
+use meshguard_operator::{
+    compile::{Compiled, Compiler, Inputs, compile},
+    members::Member,
+};
+use scale::Shape;
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -23,109 +29,140 @@ fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn run(
-    members: &[meshguard_operator::members::Member],
-    policies: &[meshguard_crds::MeshPolicy],
-) -> Compiled {
-    compile(&Inputs {
+fn inputs<'a>(members: &'a [Member], policies: &'a [MeshPolicy]) -> Inputs<'a> {
+    Inputs {
         members,
         policies,
         chains: &[],
         secrets: &[],
         config_maps: &[],
         listen_port: 51820,
-    })
-}
-
-fn main() {
-    let members = scale::members();
-    let policies = scale::policies();
-    let rules: usize = policies.iter().map(|p| p.spec.rules.len()).sum();
-    let before = peak_rss_mib();
-    let start = Instant::now();
-    let compiled = run(&members, &policies);
-    let full = start.elapsed();
-    let peak = peak_rss_mib();
-    println!(
-        "inputs: {} members, {} policies, {rules} rules; {} classes",
-        members.len(),
-        policies.len(),
-        compiled.class_count()
-    );
-    println!(
-        "full compile: {:.3} s; peak RSS {peak:.0} MiB ({before:.0} MiB before compiling)",
-        full.as_secs_f64()
-    );
-
-    let mut largest = (0usize, String::new(), 0usize);
-    let start = Instant::now();
-    for m in &members {
-        let spec = compiled.node_policy(&m.name).unwrap();
-        let bytes = serde_json::to_vec(&spec).unwrap().len();
-        if bytes > largest.0 {
-            largest = (bytes, m.name.clone(), spec.peers.len());
-        }
     }
-    let expand = start.elapsed();
-    println!("  {}", sections(&compiled.node_policy(&largest.1).unwrap()));
-    let object =
-        meshguard_crds::NodePolicy::new(&largest.1, compiled.node_policy(&largest.1).unwrap());
-    let yaml = serde_saphyr::to_string(&object).unwrap().len();
-    println!(
-        "largest NodePolicy: {} ({} peers): {:.0} KiB as JSON, {:.0} KiB as YAML (limit 1024 KiB); expanding all {} took {:.2} s",
-        largest.1,
-        largest.2,
-        largest.0 as f64 / 1024.0,
-        yaml as f64 / 1024.0,
-        members.len(),
-        expand.as_secs_f64()
-    );
-
-    let mut times = Vec::new();
-    let mut touched = Vec::new();
-    for (i, which) in [17usize, 333, 500, 901, 42].into_iter().enumerate() {
-        let changed = scale::with_one_changed(&policies, which, 1000 + i as u64);
-        let start = Instant::now();
-        let again = run(&members, &changed);
-        times.push(start.elapsed().as_secs_f64());
-        touched.push(
-            members
-                .iter()
-                .filter(|m| again.revision(&m.name) != compiled.revision(&m.name))
-                .count(),
-        );
-    }
-    times.sort_by(f64::total_cmp);
-    println!(
-        "recompile after one policy changes: median {:.3} s (min {:.3}, max {:.3}); NodePolicies whose revision changed: {:?} of {}",
-        times[times.len() / 2],
-        times[0],
-        times[times.len() - 1],
-        touched,
-        members.len()
-    );
-    println!("peak RSS at the end: {:.0} MiB", peak_rss_mib());
 }
 
 fn json_len<T: serde::Serialize>(value: &T) -> usize {
     serde_json::to_vec(value).unwrap().len()
 }
 
-/// Bytes of each part of a NodePolicy spec, as JSON.
-fn sections(spec: &meshguard_crds::NodePolicySpec) -> String {
-    format!(
-        "peers {} KiB ({}), sets {} KiB ({} sets, {} prefixes), ingress {} KiB ({}), egress {} KiB ({})",
-        json_len(&spec.peers) / 1024,
-        spec.peers.len(),
-        json_len(&spec.address_sets) / 1024,
-        spec.address_sets.len(),
-        spec.address_sets
-            .iter()
-            .map(|s| s.cidrs.len())
-            .sum::<usize>(),
-        json_len(&spec.ingress) / 1024,
-        spec.ingress.len(),
-        json_len(&spec.egress) / 1024,
-        spec.egress.len()
-    )
+fn measure(shape: Shape, members: &[Member]) {
+    let policies = scale::policies(shape);
+    let rules: usize = policies.iter().map(|p| p.spec.rules.len()).sum();
+    println!(
+        "== {shape:?}: {} members, {} policies, {rules} rules",
+        members.len(),
+        policies.len()
+    );
+
+    let mut full = Vec::new();
+    let mut compiled: Option<Compiled> = None;
+    for _ in 0..3 {
+        let start = Instant::now();
+        compiled = Some(compile(&inputs(members, &policies)));
+        full.push(start.elapsed().as_secs_f64());
+    }
+    let compiled = compiled.unwrap();
+    full.sort_by(f64::total_cmp);
+    println!(
+        "full compile: median {:.3} s of 3 (min {:.3}); {} classes; peak RSS so far {:.0} MiB",
+        full[1],
+        full[0],
+        compiled.class_count(),
+        peak_rss_mib()
+    );
+
+    // The largest NodePolicy: the candidates with the most peers, serialized.
+    let start = Instant::now();
+    let mut by_peers: Vec<(usize, &str)> = members
+        .iter()
+        .map(|m| (compiled.peers_of(&m.name).len(), m.name.as_str()))
+        .collect();
+    by_peers.sort_unstable_by(|a, b| b.cmp(a));
+    let mut largest = (0, String::new(), String::new());
+    for (_, name) in by_peers.iter().take(25) {
+        let spec = compiled.node_policy(name).unwrap();
+        let bytes = json_len(&meshguard_crds::NodePolicy::new(name, spec.clone()));
+        if bytes > largest.0 {
+            let detail = format!(
+                "{} peers in {} KiB, {} sets ({} prefixes) in {} KiB, {}+{} rules in {} KiB",
+                spec.peers.len(),
+                json_len(&spec.peers) / 1024,
+                spec.address_sets.len(),
+                spec.address_sets
+                    .iter()
+                    .map(|s| s.cidrs.len())
+                    .sum::<usize>(),
+                json_len(&spec.address_sets) / 1024,
+                spec.ingress.len(),
+                spec.egress.len(),
+                (json_len(&spec.ingress) + json_len(&spec.egress)) / 1024
+            );
+            largest = (bytes, name.to_string(), detail);
+        }
+    }
+    println!(
+        "largest NodePolicy: {} at {:.0} KiB as JSON (limit 1024 KiB): {}",
+        largest.1,
+        largest.0 as f64 / 1024.0,
+        largest.2
+    );
+    let expand: f64 = {
+        let start = Instant::now();
+        for m in members.iter().step_by(10) {
+            compiled.node_policy(&m.name).unwrap();
+        }
+        start.elapsed().as_secs_f64() * 10.0 / members.len() as f64
+    };
+    println!(
+        "expanding one NodePolicy: {:.2} ms on average; looking for the largest took {:.1} s",
+        expand * 1000.0,
+        start.elapsed().as_secs_f64()
+    );
+
+    // A remembering compiler, then one policy changed at a time.
+    let mut compiler = Compiler::default();
+    let mut current = policies.clone();
+    let mut before = compiler.compile(&inputs(members, &current));
+    let (mut times, mut reused, mut touched) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, which) in [17usize, 333, 500, 901, 42].into_iter().enumerate() {
+        current = scale::with_one_changed(&current, which, 1000 + i as u64, shape);
+        let start = Instant::now();
+        let after = compiler.compile(&inputs(members, &current));
+        times.push(start.elapsed().as_secs_f64());
+        reused.push(after.reused_classes() * 100 / after.class_count());
+        touched.push(
+            members
+                .iter()
+                .filter(|m| after.revision(&m.name) != before.revision(&m.name))
+                .count(),
+        );
+        let fresh = compile(&inputs(members, &current));
+        assert!(
+            members
+                .iter()
+                .all(|m| fresh.revision(&m.name) == after.revision(&m.name)),
+            "remembering changed the output"
+        );
+        before = after;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "recompile after one policy changes: median {:.3} s of 5 (min {:.3}, max {:.3}); classes reused {reused:?} %; NodePolicies changed {touched:?} of {}",
+        times[2],
+        times[0],
+        times[4],
+        members.len()
+    );
+    println!("peak RSS: {:.0} MiB", peak_rss_mib());
+}
+
+fn main() {
+    let members = scale::members();
+    let shapes: Vec<Shape> = match std::env::args().nth(1).as_deref() {
+        Some("typical") => vec![Shape::Typical],
+        Some("stress") => vec![Shape::Stress],
+        _ => vec![Shape::Typical, Shape::Stress],
+    };
+    for shape in shapes {
+        measure(shape, &members);
+    }
 }

@@ -56,6 +56,11 @@ impl Prefix {
         Prefix::new(net.addr(), net.prefix_len())
     }
 
+    /// Whether the prefix is one address (/32 or /128).
+    pub fn is_host(self) -> bool {
+        self.len == self.width()
+    }
+
     pub fn is_v6(self) -> bool {
         self.v6
     }

@@ -21,6 +21,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use meshguard_crds::{NodePolicySpec, Protocol, Verdict};
 use meshguard_operator::{
+    compile::{Compiler, Inputs},
     evaluate::{Flow, evaluate},
     policy_tests::resolve,
 };
@@ -158,6 +159,46 @@ fn check_scenario(s: &Scenario, flow_seed: u64) -> Result<(), TestCaseError> {
             "order changed {}",
             m.name
         );
+    }
+
+    // A compiler that remembers between compiles gives what a fresh one does,
+    // through a sequence of edits.
+    let mut compiler = Compiler::default();
+    let mut edited = s.policies.clone();
+    for step in 0..4 {
+        match step {
+            0 => {}
+            1 => edited.rotate_left(1),
+            2 => {
+                if let Some(p) = edited.first_mut() {
+                    p.spec.priority = (p.spec.priority + 7) % 1001;
+                    if let Some(r) = p.spec.rules.first_mut() {
+                        r.ports = None;
+                    }
+                }
+            }
+            _ => {
+                edited.pop();
+            }
+        }
+        let remembered = compiler.compile(&Inputs {
+            members: &s.members,
+            policies: &edited,
+            chains: &[],
+            secrets: &[],
+            config_maps: &[],
+            listen_port: 51820,
+        });
+        let fresh = support::compiled(&s.members, &edited);
+        for m in &s.members {
+            prop_assert_eq!(
+                remembered.node_policy(&m.name),
+                fresh.node_policy(&m.name),
+                "step {} node {}",
+                step,
+                m.name
+            );
+        }
     }
 
     // Revisions change exactly when content does: drop a policy and compare.

@@ -45,6 +45,17 @@ fn spec(c: &Compiled, name: &str) -> NodePolicySpec {
     c.node_policy(name).unwrap()
 }
 
+fn covers(set: &meshguard_crds::node_policy::AddressSet, ip: &str) -> bool {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    set.addresses
+        .iter()
+        .any(|a| a.parse::<std::net::IpAddr>().unwrap() == ip)
+        || set
+            .cidrs
+            .iter()
+            .any(|c| c.parse::<ipnet::IpNet>().unwrap().contains(&ip))
+}
+
 fn two() -> Vec<meshguard_operator::members::Member> {
     vec![
         member("a", &[("role", "web")], "100.64.0.1"),
@@ -644,8 +655,13 @@ fn ipv6_members_and_sets() {
         .find(|x| x.name == s.ingress[0].set)
         .unwrap();
     assert!(
-        set.cidrs.iter().all(|p| p.starts_with("fd00:"))
-            && !set.cidrs.contains(&"fd00::2/128".to_owned())
+        set.cidrs
+            .iter()
+            .chain(&set.addresses)
+            .all(|p| p.starts_with("fd00:"))
+            && covers(set, "fd00::1")
+            && covers(set, "fd00::ffff")
+            && !covers(set, "fd00::2")
     );
     assert_eq!(spec(&c, "b").peers[0].allowed_ips, vec!["fd00::1/128"]);
 }

@@ -5,7 +5,7 @@
 //! Members carry `app` (80 values), `tier` (10, following the app) and `zone`
 //! (10). Rules mostly connect apps, some tiers, some app-in-zone, some named
 //! members, some CIDRs; a few reach every member (monitoring-style), which
-//! gives the largest NodePolicies.
+//! gives the largest NodePolicies. [`Shape`] picks how names and CIDRs are used.
 
 use meshguard_crds::{
     Action, CidrBlock, LabelSelector, MeshPolicy, MeshPolicySpec, PeerSelector, PolicyMode,
@@ -100,32 +100,55 @@ fn labels(pairs: &[(&str, String)]) -> PeerSelector {
     }
 }
 
-fn selector(rng: &mut Rng) -> PeerSelector {
-    match rng.below(100) {
-        0..60 => labels(&[("app", format!("app-{:02}", rng.below(80)))]),
-        60..75 => labels(&[("tier", format!("tier-{}", rng.below(10)))]),
-        75..85 => labels(&[
-            ("app", format!("app-{:02}", rng.below(80))),
+/// How the rules pick members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Application policies by labels (app, tier, zone, app in zone), named
+    /// members from a pool of 20 infrastructure nodes and CIDRs outside the
+    /// mesh; the mesh-wide rules (ICMP, monitoring, DNS, SSH from bastions,
+    /// log shipping) in five platform policies, as a platform team writes them.
+    Typical,
+    /// Mesh-wide selectors (`{}`) in random rules, CIDR selectors over slices
+    /// of the member range and names of random members: they leave almost
+    /// every member a class of its own and every list long, the compiler's
+    /// worst case.
+    Stress,
+}
+
+fn selector(rng: &mut Rng, shape: Shape) -> PeerSelector {
+    let app = |rng: &mut Rng| format!("app-{:02}", rng.below(80));
+    let names = |rng: &mut Rng, pool: usize| PeerSelector {
+        nodes: Some(
+            (0..1 + rng.below(3))
+                .map(|_| format!("node-{:04}", rng.below(pool)))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let cidr = |block: String, except: Option<Vec<String>>| PeerSelector {
+        cidrs: Some(vec![CidrBlock {
+            cidr: block,
+            except,
+        }]),
+        ..Default::default()
+    };
+    match (shape, rng.below(100)) {
+        (_, 0..62) => labels(&[("app", app(rng))]),
+        (_, 62..77) => labels(&[("tier", format!("tier-{}", rng.below(10)))]),
+        (_, 77..85) => labels(&[
+            ("app", app(rng)),
             ("zone", format!("zone-{}", rng.below(10))),
         ]),
-        85..90 => PeerSelector {
-            nodes: Some(
-                (0..3)
-                    .map(|_| format!("node-{:04}", rng.below(MEMBERS)))
-                    .collect(),
-            ),
-            ..Default::default()
-        },
-        90..95 => labels(&[("zone", format!("zone-{}", rng.below(10)))]),
-        95..98 => {
+        (_, 85..90) => labels(&[("zone", format!("zone-{}", rng.below(10)))]),
+        (Shape::Typical, 90..95) => names(rng, 20),
+        (Shape::Typical, _) => cidr(format!("10.{}.0.0/16", rng.below(200)), None),
+        (Shape::Stress, 90..95) => names(rng, MEMBERS),
+        (Shape::Stress, 95..98) => {
             let third = rng.below(20);
-            PeerSelector {
-                cidrs: Some(vec![CidrBlock {
-                    cidr: format!("100.96.{third}.0/24"),
-                    except: Some(vec![format!("100.96.{third}.0/28")]),
-                }]),
-                ..Default::default()
-            }
+            cidr(
+                format!("100.96.{third}.0/24"),
+                Some(vec![format!("100.96.{third}.0/28")]),
+            )
         }
         _ => PeerSelector {
             node_selector: Some(LabelSelector::default()),
@@ -156,7 +179,7 @@ fn ports(rng: &mut Rng) -> Option<Vec<PortRule>> {
     }
 }
 
-pub fn policy(rng: &mut Rng, p: usize) -> MeshPolicy {
+pub fn policy(rng: &mut Rng, p: usize, shape: Shape) -> MeshPolicy {
     let rules = (0..RULES_PER_POLICY)
         .map(|r| PolicyRule {
             name: Some(format!("r{r}")),
@@ -165,8 +188,8 @@ pub fn policy(rng: &mut Rng, p: usize) -> MeshPolicy {
                 15..19 => Action::Deny,
                 _ => Action::Log,
             },
-            from: vec![selector(rng)],
-            to: vec![selector(rng)],
+            from: vec![selector(rng, shape)],
+            to: vec![selector(rng, shape)],
             ports: ports(rng),
         })
         .collect();
@@ -186,14 +209,82 @@ pub fn policy(rng: &mut Rng, p: usize) -> MeshPolicy {
     )
 }
 
-pub fn policies() -> Vec<MeshPolicy> {
+pub fn policies(shape: Shape) -> Vec<MeshPolicy> {
     let mut rng = Rng::new(11);
-    (0..POLICIES).map(|p| policy(&mut rng, p)).collect()
+    let mut out: Vec<MeshPolicy> = (0..POLICIES).map(|p| policy(&mut rng, p, shape)).collect();
+    if shape == Shape::Typical {
+        // The last five are the platform team's mesh-wide policies.
+        for (i, slot) in out.iter_mut().rev().take(5).enumerate() {
+            *slot = platform(i, slot.metadata.name.as_deref().unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// A mesh-wide platform policy.
+fn platform(which: usize, name: &str) -> MeshPolicy {
+    let everyone = || PeerSelector {
+        node_selector: Some(LabelSelector::default()),
+        ..Default::default()
+    };
+    let infra = |first: usize| PeerSelector {
+        nodes: Some((first..first + 3).map(|i| format!("node-{i:04}")).collect()),
+        ..Default::default()
+    };
+    let port = |protocol, port| {
+        Some(vec![PortRule {
+            protocol,
+            port,
+            end_port: None,
+        }])
+    };
+    let (from, to, ports) = match which {
+        0 => (everyone(), everyone(), port(Protocol::ICMP, None)),
+        1 => (infra(0), everyone(), port(Protocol::TCP, Some(9100))),
+        2 => (everyone(), infra(3), port(Protocol::UDP, Some(53))),
+        3 => (infra(6), everyone(), port(Protocol::TCP, Some(22))),
+        _ => (everyone(), infra(9), port(Protocol::TCP, Some(5044))),
+    };
+    let rules = (0..RULES_PER_POLICY)
+        .map(|r| PolicyRule {
+            name: Some(format!("r{r}")),
+            action: Action::Allow,
+            from: vec![from.clone()],
+            to: vec![to.clone()],
+            ports: ports.clone(),
+        })
+        .take(1)
+        .chain((1..RULES_PER_POLICY).map(|r| PolicyRule {
+            name: Some(format!("r{r}")),
+            action: Action::Log,
+            from: vec![from.clone()],
+            to: vec![to.clone()],
+            ports: Some(vec![PortRule {
+                protocol: Protocol::TCP,
+                port: Some(60000 + r as i32),
+                end_port: None,
+            }]),
+        }))
+        .collect();
+    MeshPolicy::new(
+        name,
+        MeshPolicySpec {
+            priority: 900 + which as i32,
+            mode: PolicyMode::Enforce,
+            rules,
+            tests: vec![],
+        },
+    )
 }
 
 /// The policy set with one policy replaced by a fresh one (same name).
-pub fn with_one_changed(policies: &[MeshPolicy], which: usize, seed: u64) -> Vec<MeshPolicy> {
+pub fn with_one_changed(
+    policies: &[MeshPolicy],
+    which: usize,
+    seed: u64,
+    shape: Shape,
+) -> Vec<MeshPolicy> {
     let mut changed = policies.to_vec();
-    changed[which] = policy(&mut Rng::new(seed), which);
+    changed[which] = policy(&mut Rng::new(seed), which, shape);
     changed
 }

@@ -12,7 +12,10 @@
 //!   allowedIPs ──split by every CIDR boundary──▶ regions (with their own signatures)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use super::bitset::BitSet;
 use crate::{
@@ -43,7 +46,7 @@ pub struct Atoms {
     pub regions: Vec<Region>,
     pub member_class: Vec<usize>,
     /// Per selector, the members it matches.
-    pub selector_members: Vec<BitSet>,
+    pub selector_members: Vec<Arc<BitSet>>,
     /// Per selector, the atoms it matches.
     pub selector_atoms: Vec<BitSet>,
 }
@@ -71,9 +74,8 @@ impl Atoms {
         )
     }
 
-    pub fn build(set: &PolicySet, members: &[Member]) -> Atoms {
-        let selector_members = match_members(set, members);
-
+    /// `selector_members` comes from [`match_members`].
+    pub fn build(set: &PolicySet, members: &[Member], selector_members: Vec<Arc<BitSet>>) -> Atoms {
         // Signatures: for each member, the selectors that match it.
         let mut signatures: Vec<Vec<SelectorId>> = vec![Vec::new(); members.len()];
         for (selector, matched) in selector_members.iter().enumerate() {
@@ -123,20 +125,29 @@ impl Atoms {
     }
 }
 
-/// Per selector, the members it matches. Label selectors use an inverted
-/// index, so the cost follows the matches rather than members × selectors.
-fn match_members(set: &PolicySet, members: &[Member]) -> Vec<BitSet> {
+/// Per selector, the members it matches, reusing what `known` returns (the
+/// compiler remembers matches between compiles while members stay the same).
+/// Label selectors use an inverted index, so the cost follows the matches
+/// rather than members × selectors.
+pub fn match_members(
+    set: &PolicySet,
+    members: &[Member],
+    known: impl Fn(usize) -> Option<Arc<BitSet>>,
+) -> Vec<Arc<BitSet>> {
     let n = members.len();
     let by_name: HashMap<&str, usize> = members
         .iter()
         .enumerate()
         .map(|(i, m)| (m.name.as_str(), i))
         .collect();
-    let labels = LabelIndex::new(members);
-
-    set.selectors
-        .iter()
-        .map(|selector| match selector {
+    let mut labels: Option<LabelIndex> = None;
+    let mut out = Vec::with_capacity(set.selectors.len());
+    for (id, selector) in set.selectors.iter().enumerate() {
+        if let Some(found) = known(id) {
+            out.push(found);
+            continue;
+        }
+        let matched = match selector {
             Selector::Names(names) => {
                 let mut matched = BitSet::new(n);
                 for i in names.iter().filter_map(|name| by_name.get(name.as_str())) {
@@ -144,7 +155,9 @@ fn match_members(set: &PolicySet, members: &[Member]) -> Vec<BitSet> {
                 }
                 matched
             }
-            Selector::Labels(selector) => labels.matching(selector),
+            Selector::Labels(selector) => labels
+                .get_or_insert_with(|| LabelIndex::new(members))
+                .matching(selector),
             Selector::Cidrs(_) => {
                 let mut matched = BitSet::new(n);
                 for (i, member) in members.iter().enumerate() {
@@ -155,8 +168,10 @@ fn match_members(set: &PolicySet, members: &[Member]) -> Vec<BitSet> {
                 matched
             }
             Selector::All => BitSet::full(n),
-        })
-        .collect()
+        };
+        out.push(Arc::new(matched));
+    }
+    out
 }
 
 /// Members by label: who has each key, and each key=value pair.

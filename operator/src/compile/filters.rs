@@ -11,9 +11,9 @@
 //! their content: when members come and go, a set's content changes but its
 //! name, and every rule that refers to it, stays.
 //!
-//! Lists are kept as rule numbers and only turned into `FilterRule`s when a
-//! NodePolicy is expanded; every rule entry and set is digested once, and a
-//! class's digest is built from those.
+//! Lists hold rules by policy and position ([`RuleRef`]) and become
+//! `FilterRule`s only when a NodePolicy is expanded; every rule entry and set
+//! is digested once per compile, and a class's digest is built from those.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -36,14 +36,12 @@ use crate::{
 pub struct NamedSet {
     pub set: AddressSet,
     pub digest: [u8; 32],
-    /// Position in [`RuleSets::named`]; local sets, made per class, have none.
-    id: Option<usize>,
 }
 
 impl NamedSet {
-    fn new(set: AddressSet, id: Option<usize>) -> Arc<NamedSet> {
+    fn new(set: AddressSet) -> Arc<NamedSet> {
         let digest = Sha256::digest(to_json(&set)).into();
-        Arc::new(NamedSet { set, digest, id })
+        Arc::new(NamedSet { set, digest })
     }
 }
 
@@ -66,6 +64,19 @@ impl SideSet {
     }
 }
 
+/// Side sets remembered between compiles while the members stay the same,
+/// by side key (equal selectors, equal addresses).
+pub type SideMemo = HashMap<String, SideSet>;
+
+/// A rule by its policy and position there: it stays the same when other
+/// policies move in the evaluation order. `policy` is the compiler's
+/// persistent number for the policy's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleRef {
+    pub policy: u32,
+    pub index: u32,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Ingress,
@@ -74,33 +85,59 @@ pub enum Direction {
 
 /// Every rule's two sides as address sets, and each rule's list entry digested.
 pub struct RuleSets {
-    pub from: Vec<SideSet>,
-    pub to: Vec<SideSet>,
+    from: Vec<SideSet>,
+    to: Vec<SideSet>,
+    /// Per rule, by direction (ingress, egress), the number of its remote set in `named`.
+    remote_ids: Vec<[Option<u32>; 2]>,
     /// Per rule, the digest of its ingress and egress entry without `local`.
     entry_digests: Vec<[[u8; 32]; 2]>,
-    /// Every named set of the rules, by id.
+    /// The named sets the rules use, numbered for this compile.
     named: Vec<Arc<NamedSet>>,
+    /// Set name -> the key it was made for, to detect a hash collision.
     names: HashMap<String, String>,
 }
 
 impl RuleSets {
-    pub fn build(set: &PolicySet, atoms: &Atoms, members: &[Member]) -> RuleSets {
-        let mut by_key: HashMap<String, SideSet> = HashMap::new();
+    pub fn build(
+        set: &PolicySet,
+        atoms: &Atoms,
+        members: &[Member],
+        memo: &mut SideMemo,
+    ) -> RuleSets {
         let mut names = HashMap::new();
-        let mut named = Vec::new();
         let mut side = |s: &Side| -> SideSet {
-            if let Some(found) = by_key.get(&s.key) {
+            if let Some(found) = memo.get(&s.key) {
+                if let SideSet::Named(named) = found {
+                    names.insert(named.set.name.clone(), s.key.clone());
+                }
                 return found.clone();
             }
-            let result = side_set(set, atoms, members, s, &mut names, &mut named);
-            by_key.insert(s.key.clone(), result.clone());
+            let result = side_set(set, atoms, members, s, &mut names);
+            memo.insert(s.key.clone(), result.clone());
             result
         };
         let from: Vec<SideSet> = set.rules.iter().map(|r| side(&r.from)).collect();
         let to: Vec<SideSet> = set.rules.iter().map(|r| side(&r.to)).collect();
+
+        let mut named: Vec<Arc<NamedSet>> = Vec::new();
+        let mut ids: HashMap<*const NamedSet, u32> = HashMap::new();
+        let mut id_of = |side: &SideSet| match side {
+            SideSet::Named(set) => Some(*ids.entry(Arc::as_ptr(set)).or_insert_with(|| {
+                named.push(set.clone());
+                // At most two sets per rule: far below u32::MAX.
+                (named.len() - 1) as u32
+            })),
+            _ => None,
+        };
+        let remote_ids = from
+            .iter()
+            .zip(&to)
+            .map(|(f, t)| [id_of(f), id_of(t)])
+            .collect();
         let mut sets = RuleSets {
             from,
             to,
+            remote_ids,
             entry_digests: Vec::new(),
             named,
             names,
@@ -144,22 +181,22 @@ impl RuleSets {
             ports: r.port_ranges.clone(),
         })
     }
+}
 
-    /// `<prefix>-<12 hex digits of the key's SHA-256>`, longer on the rare collision.
-    fn unique_name(names: &mut HashMap<String, String>, prefix: &str, key: &str) -> String {
-        let digest = hex(&Sha256::digest(key.as_bytes()));
-        for len in [12, 24] {
-            let name = format!("{prefix}-{}", &digest[..len]);
-            match names.get(&name) {
-                Some(owner) if owner != key => continue,
-                _ => {
-                    names.insert(name.clone(), key.to_owned());
-                    return name;
-                }
+/// `<prefix>-<12 hex digits of the key's SHA-256>`, longer on the rare collision.
+fn unique_name(names: &mut HashMap<String, String>, prefix: &str, key: &str) -> String {
+    let digest = hex(&Sha256::digest(key.as_bytes()));
+    for len in [12, 24] {
+        let name = format!("{prefix}-{}", &digest[..len]);
+        match names.get(&name) {
+            Some(owner) if owner != key => continue,
+            _ => {
+                names.insert(name.clone(), key.to_owned());
+                return name;
             }
         }
-        format!("{prefix}-{digest}")
     }
+    format!("{prefix}-{digest}")
 }
 
 fn side_set(
@@ -168,7 +205,6 @@ fn side_set(
     members: &[Member],
     side: &Side,
     names: &mut HashMap<String, String>,
-    named: &mut Vec<Arc<NamedSet>>,
 ) -> SideSet {
     if side
         .selectors
@@ -196,22 +232,14 @@ fn side_set(
     if prefixes.is_empty() {
         return SideSet::Empty;
     }
-    let name = RuleSets::unique_name(names, "s", &side.key);
-    let set = NamedSet::new(
-        AddressSet {
-            name,
-            cidrs: prefixes.iter().map(Prefix::to_string).collect(),
-        },
-        Some(named.len()),
-    );
-    named.push(set.clone());
-    SideSet::Named(set)
+    let name = unique_name(names, "s", &side.key);
+    SideSet::Named(NamedSet::new(address_set(name, &prefixes)))
 }
 
 /// One entry of a class's list: a rule, and for a member that routes a subnet
 /// the local addresses it covers when that is not all of them.
 pub struct Entry {
-    pub rule: u32,
+    pub rule: RuleRef,
     pub local: Option<Arc<NamedSet>>,
 }
 
@@ -221,32 +249,41 @@ pub struct ClassFilters {
     pub egress: Vec<Entry>,
     /// Every set the lists refer to, by name.
     pub sets: Vec<Arc<NamedSet>>,
-    /// Policies with at least one rule in the lists.
-    pub policies: BTreeSet<usize>,
+    /// Policies (persistent numbers) with at least one rule in the lists.
+    pub policies: BTreeSet<u32>,
     /// SHA-256 over the entries' and sets' digests: part of each member's revision.
     pub digest: [u8; 32],
 }
 
 impl ClassFilters {
-    /// The entries as the NodePolicy carries them.
-    pub fn rules(&self, set: &PolicySet, sets: &RuleSets, direction: Direction) -> Vec<FilterRule> {
+    /// The entries as the NodePolicy carries them. `position` finds a rule's
+    /// place in this compile's policy set.
+    pub fn rules(
+        &self,
+        set: &PolicySet,
+        sets: &RuleSets,
+        direction: Direction,
+        position: impl Fn(RuleRef) -> Option<usize>,
+    ) -> Vec<FilterRule> {
         let entries = match direction {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
         };
         entries
             .iter()
-            .filter_map(|e| sets.entry(set, e.rule as usize, direction, e.local.as_deref()))
+            .filter_map(|e| sets.entry(set, position(e.rule)?, direction, e.local.as_deref()))
             .collect()
     }
 }
 
+/// Computes one class's lists. `refs[r]` is global rule `r` as a [`RuleRef`].
 pub fn class_filters(
     set: &PolicySet,
     atoms: &Atoms,
     index: &RuleIndex,
     members: &[Member],
     sets: &mut RuleSets,
+    refs: &[RuleRef],
     class: usize,
 ) -> ClassFilters {
     let owned: Vec<usize> = atoms.owned(class).collect();
@@ -265,14 +302,11 @@ pub fn class_filters(
             candidates.union_with(&local_rules[a]);
         }
         for r in candidates.ones() {
-            match sets.remote(r, direction) {
-                SideSet::Empty => continue,
-                SideSet::All => {}
-                SideSet::Named(named) => {
-                    if let Some(id) = named.id {
-                        referenced.insert(id);
-                    }
-                }
+            if matches!(sets.remote(r, direction), SideSet::Empty) {
+                continue;
+            }
+            if let Some(id) = sets.remote_ids[r][slot] {
+                referenced.insert(id as usize);
             }
             let local = local_set(
                 atoms,
@@ -290,10 +324,9 @@ pub fn class_filters(
                 }
                 None => hasher.update(sets.entry_digests[r][slot]),
             }
-            policies.insert(set.rules[r].policy);
-            // Rule numbers fit in u32: a policy set holds at most millions of rules.
+            policies.insert(refs[r].policy);
             lists[slot].push(Entry {
-                rule: r as u32,
+                rule: refs[r],
                 local,
             });
         }
@@ -341,12 +374,21 @@ fn local_set(
             None => Prefix::host(members[atoms.classes[class].members[0]].mesh_ip),
         })
         .collect();
-    let cidrs: Vec<String> = addresses::normalize(prefixes)
-        .iter()
-        .map(Prefix::to_string)
-        .collect();
-    let name = RuleSets::unique_name(names, "l", &cidrs.join(","));
-    Some(NamedSet::new(AddressSet { name, cidrs }, None))
+    let prefixes = addresses::normalize(prefixes);
+    let key: Vec<String> = prefixes.iter().map(Prefix::to_string).collect();
+    let name = unique_name(names, "l", &key.join(","));
+    Some(NamedSet::new(address_set(name, &prefixes)))
+}
+
+/// Single addresses apart, without a prefix length; networks as CIDRs.
+fn address_set(name: String, prefixes: &[Prefix]) -> AddressSet {
+    let (hosts, networks): (Vec<&Prefix>, Vec<&Prefix>) =
+        prefixes.iter().partition(|p| p.is_host());
+    AddressSet {
+        name,
+        addresses: hosts.iter().map(|p| p.network().to_string()).collect(),
+        cidrs: networks.iter().map(|p| p.to_string()).collect(),
+    }
 }
 
 /// Serializing these types cannot fail: no maps with non-string keys, no

@@ -17,25 +17,32 @@
 //!
 //! Work is done per class, not per member: members whose mesh IP matches the
 //! same selectors get the same rule lists and the same peer classes, so a
-//! mesh of thousands costs what its distinct roles cost. Members are expanded
+//! mesh of thousands costs what its distinct roles cost. A [`Compiler`] also
+//! remembers per-class results between compiles, so a policy change
+//! recomputes only the classes that meet a changed rule (the `memo` module). Members are expanded
 //! only when a NodePolicy is asked for ([`Compiled::node_policy`]).
 
 mod atoms;
 mod bitset;
 mod chains;
 mod filters;
+mod memo;
 mod node;
 mod peers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use meshguard_crds::{MeshPolicy, NodePolicySpec, PolicyChain, node_policy::Peer};
 
 use self::{
-    atoms::Atoms,
+    atoms::{Atoms, match_members},
     bitset::BitSet,
     chains::{References, ServedChain, compile_chains},
-    filters::{ClassFilters, Direction, RuleSets, class_filters},
+    filters::{ClassFilters, Direction, RuleRef, RuleSets, class_filters},
+    memo::{ClassKey, Memo},
     node::{Sum256, interface, peer_digest, peer_entry, revision},
     peers::{RuleIndex, peer_classes},
 };
@@ -65,8 +72,13 @@ pub struct Compiled {
     policy_set: PolicySet,
     atoms: Atoms,
     class_peers: Vec<BitSet>,
-    class_filters: Vec<ClassFilters>,
+    class_filters: Vec<Arc<ClassFilters>>,
     rule_sets: RuleSets,
+    /// Per persistent policy number, where its rules start in the policy set.
+    policy_starts: Vec<Option<usize>>,
+    /// Policy name -> persistent number.
+    policy_numbers: BTreeMap<String, u32>,
+    reused_classes: usize,
     /// Each member's entry in its peers' NodePolicies.
     peer_entries: Vec<Peer>,
     chains: Vec<ServedChain>,
@@ -76,105 +88,194 @@ pub struct Compiled {
     diagnostics: Vec<Diagnostic>,
 }
 
+/// Compiles once, remembering nothing. See [`Compiler`] for repeated compiles.
 pub fn compile(inputs: &Inputs) -> Compiled {
-    let mut members = inputs.members.to_vec();
-    members.sort_by(|a, b| a.name.cmp(&b.name));
-    let index_of = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.name.clone(), i))
-        .collect();
-    let mut diagnostics = deduplicate_routes(&mut members);
+    Compiler::default().compile(inputs)
+}
 
-    let (policy_set, policy_diagnostics) = PolicySet::build(inputs.policies);
-    diagnostics.extend(policy_diagnostics);
-    diagnostics.extend(unknown_names(inputs.policies, &index_of));
+/// A compiler that remembers per-class results between compiles, so after a
+/// policy change only the classes that meet a changed rule are recomputed
+/// (see the `memo` module). The output is the same as [`compile`]'s for the same inputs.
+#[derive(Default)]
+pub struct Compiler {
+    memo: Memo,
+}
 
-    let atoms = Atoms::build(&policy_set, &members);
-    let index = RuleIndex::build(&policy_set, &atoms);
-    let class_peers = peer_classes(&policy_set, &atoms, &index);
-    let mut rule_sets = RuleSets::build(&policy_set, &atoms, &members);
-    let class_filters: Vec<ClassFilters> = (0..atoms.classes.len())
-        .map(|c| class_filters(&policy_set, &atoms, &index, &members, &mut rule_sets, c))
-        .collect();
+impl Compiler {
+    pub fn compile(&mut self, inputs: &Inputs) -> Compiled {
+        let memo = &mut self.memo;
+        let mut members = inputs.members.to_vec();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        let index_of = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.clone(), i))
+            .collect();
+        let mut diagnostics = deduplicate_routes(&mut members);
 
-    let refs = References {
-        secrets: inputs.secrets,
-        config_maps: inputs.config_maps,
-    };
-    let (chains, chain_diagnostics) = compile_chains(inputs.chains, &refs);
-    diagnostics.extend(chain_diagnostics);
-    let member_chains: Vec<Vec<usize>> = members
-        .iter()
-        .map(|m| {
-            (0..chains.len())
-                .filter(|&c| {
-                    chains[c]
-                        .selector
-                        .as_ref()
-                        .is_none_or(|s| s.matches(&m.labels))
+        let (policy_set, policy_diagnostics) = PolicySet::build(inputs.policies);
+        diagnostics.extend(policy_diagnostics);
+        diagnostics.extend(unknown_names(inputs.policies, &index_of));
+
+        let selector_ids: Vec<u32> = policy_set
+            .selectors
+            .iter()
+            .map(|s| memo.selector_id(s))
+            .collect();
+        memo.begin(
+            &members,
+            inputs.listen_port,
+            inputs.policies,
+            &policy_set,
+            &selector_ids,
+        );
+        let refs: Vec<RuleRef> = policy_set
+            .rules
+            .iter()
+            .map(|r| RuleRef {
+                policy: memo.policy_id(&policy_set.policies[r.policy].name),
+                index: r.index as u32,
+            })
+            .collect();
+        let mut policy_starts = vec![None; memo.policy_count()];
+        for (r, rule_ref) in refs.iter().enumerate() {
+            policy_starts[rule_ref.policy as usize].get_or_insert(r - rule_ref.index as usize);
+        }
+        let policy_numbers = policy_set
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), memo.policy_id(&p.name)))
+            .collect();
+
+        let selector_members = match_members(&policy_set, &members, |s| {
+            memo.selector_members.get(&selector_ids[s]).cloned()
+        });
+        for (s, matched) in selector_members.iter().enumerate() {
+            memo.selector_members
+                .entry(selector_ids[s])
+                .or_insert_with(|| matched.clone());
+        }
+        let atoms = Atoms::build(&policy_set, &members, selector_members);
+        // Classes that route a subnet depend on their regions: never reused.
+        let keys: Vec<Option<ClassKey>> = atoms
+            .classes
+            .iter()
+            .map(|c| {
+                c.regions.is_empty().then(|| {
+                    let mut key: Vec<u32> = c.signature.iter().map(|&s| selector_ids[s]).collect();
+                    key.sort_unstable();
+                    key.into()
                 })
-                .collect()
-        })
-        .collect();
+            })
+            .collect();
 
-    // Revisions: the peer part of each member from its class's peer classes.
-    let peer_entries: Vec<Peer> = members.iter().map(peer_entry).collect();
-    let peer_digests: Vec<Sum256> = peer_entries.iter().map(peer_digest).collect();
-    let class_sums: Vec<Sum256> = atoms
-        .classes
-        .iter()
-        .map(|class| {
-            class
-                .members
-                .iter()
-                .fold(Sum256::default(), |sum, &m| sum.add(peer_digests[m]))
-        })
-        .collect();
-    let peer_sums: Vec<Sum256> = class_peers
-        .iter()
-        .map(|peers| {
-            peers
-                .ones()
-                .fold(Sum256::default(), |sum, c| sum.add(class_sums[c]))
-        })
-        .collect();
-    let revisions = members
-        .iter()
-        .enumerate()
-        .map(|(m, member)| {
-            let class = atoms.member_class[m];
-            let mut peers = peer_sums[class];
-            if class_peers[class].contains(class) {
-                peers = peers.sub(peer_digests[m]); // never its own peer
-            }
-            let chain_digests: Vec<[u8; 32]> =
-                member_chains[m].iter().map(|&c| chains[c].digest).collect();
-            revision(
-                &interface(member, inputs.listen_port),
-                peers,
-                &class_filters[class].digest,
-                &chain_digests,
-            )
-        })
-        .collect();
+        let index = RuleIndex::build(&policy_set, &atoms);
+        let class_peers = peer_classes(&policy_set, &atoms, &index, &keys, &mut memo.reach);
+        let mut rule_sets = RuleSets::build(&policy_set, &atoms, &members, &mut memo.side_sets);
+        let mut reused_classes = 0;
+        let class_filters: Vec<Arc<ClassFilters>> = (0..atoms.classes.len())
+            .map(|c| {
+                if let Some(found) = keys[c].as_ref().and_then(|k| memo.filters.get(k)) {
+                    reused_classes += 1;
+                    return found.clone();
+                }
+                let filters = Arc::new(class_filters(
+                    &policy_set,
+                    &atoms,
+                    &index,
+                    &members,
+                    &mut rule_sets,
+                    &refs,
+                    c,
+                ));
+                if let Some(key) = &keys[c] {
+                    memo.filters.insert(key.clone(), filters.clone());
+                }
+                filters
+            })
+            .collect();
 
-    diagnostics.sort();
-    diagnostics.dedup();
-    Compiled {
-        members,
-        index_of,
-        policy_set,
-        atoms,
-        class_peers,
-        class_filters,
-        rule_sets,
-        peer_entries,
-        chains,
-        member_chains,
-        revisions,
-        listen_port: inputs.listen_port,
-        diagnostics,
+        let references = References {
+            secrets: inputs.secrets,
+            config_maps: inputs.config_maps,
+        };
+        let (chains, chain_diagnostics) = compile_chains(inputs.chains, &references);
+        diagnostics.extend(chain_diagnostics);
+        let member_chains: Vec<Vec<usize>> = members
+            .iter()
+            .map(|m| {
+                (0..chains.len())
+                    .filter(|&c| {
+                        chains[c]
+                            .selector
+                            .as_ref()
+                            .is_none_or(|s| s.matches(&m.labels))
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // Revisions: the peer part of each member from its class's peer classes.
+        let peer_entries: Vec<Peer> = members.iter().map(peer_entry).collect();
+        let peer_digests: Vec<Sum256> = peer_entries.iter().map(peer_digest).collect();
+        let class_sums: Vec<Sum256> = atoms
+            .classes
+            .iter()
+            .map(|class| {
+                class
+                    .members
+                    .iter()
+                    .fold(Sum256::default(), |sum, &m| sum.add(peer_digests[m]))
+            })
+            .collect();
+        let peer_sums: Vec<Sum256> = class_peers
+            .iter()
+            .map(|peers| {
+                peers
+                    .ones()
+                    .fold(Sum256::default(), |sum, c| sum.add(class_sums[c]))
+            })
+            .collect();
+        let revisions = members
+            .iter()
+            .enumerate()
+            .map(|(m, member)| {
+                let class = atoms.member_class[m];
+                let mut peers = peer_sums[class];
+                if class_peers[class].contains(class) {
+                    peers = peers.sub(peer_digests[m]); // never its own peer
+                }
+                let chain_digests: Vec<[u8; 32]> =
+                    member_chains[m].iter().map(|&c| chains[c].digest).collect();
+                revision(
+                    &interface(member, inputs.listen_port),
+                    peers,
+                    &class_filters[class].digest,
+                    &chain_digests,
+                )
+            })
+            .collect();
+
+        diagnostics.sort();
+        diagnostics.dedup();
+        Compiled {
+            members,
+            index_of,
+            policy_set,
+            atoms,
+            class_peers,
+            class_filters,
+            rule_sets,
+            policy_starts,
+            policy_numbers,
+            reused_classes,
+            peer_entries,
+            chains,
+            member_chains,
+            revisions,
+            listen_port: inputs.listen_port,
+            diagnostics,
+        }
     }
 }
 
@@ -287,12 +388,7 @@ impl Compiled {
 
     /// Members at least one rule of the policy applies to (in their ingress or egress).
     pub fn targeted(&self, policy: &str) -> BTreeSet<&str> {
-        let Some(p) = self
-            .policy_set
-            .policies
-            .iter()
-            .position(|info| info.name == policy)
-        else {
+        let Some(&p) = self.policy_numbers.get(policy) else {
             return BTreeSet::new();
         };
         self.members
@@ -323,8 +419,12 @@ impl Compiled {
             interface: interface(member, self.listen_port),
             peers,
             address_sets: filters.sets.iter().map(|s| s.set.clone()).collect(),
-            ingress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Ingress),
-            egress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Egress),
+            ingress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Ingress, |r| {
+                self.position(r)
+            }),
+            egress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Egress, |r| {
+                self.position(r)
+            }),
             chains: self.member_chains[m]
                 .iter()
                 .map(|&c| self.chains[c].chain.clone())
@@ -337,8 +437,21 @@ impl Compiled {
         self.atoms.classes.len()
     }
 
-    /// Whether a selector of the set matches a member (for `check` and tests).
+    /// How many classes' rule lists came from the previous compile.
+    pub fn reused_classes(&self) -> usize {
+        self.reused_classes
+    }
+
+    /// A selector of the policy set.
     pub fn selector(&self, id: usize) -> &Selector {
         &self.policy_set.selectors[id]
+    }
+
+    fn position(&self, rule: RuleRef) -> Option<usize> {
+        self.policy_starts
+            .get(rule.policy as usize)
+            .copied()
+            .flatten()
+            .map(|start| start + rule.index as usize)
     }
 }

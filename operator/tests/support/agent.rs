@@ -21,9 +21,13 @@ fn set_contains(spec: &NodePolicySpec, name: &str, ip: IpAddr) -> bool {
         .iter()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("rule refers to missing set {name}"));
-    set.cidrs
+    set.addresses
         .iter()
-        .any(|c| c.parse::<IpNet>().unwrap().contains(&ip))
+        .any(|a| a.parse::<IpAddr>().unwrap() == ip)
+        || set
+            .cidrs
+            .iter()
+            .any(|c| c.parse::<IpNet>().unwrap().contains(&ip))
 }
 
 fn ports_match(rule: &FilterRule, traffic: Traffic) -> bool {
