@@ -497,3 +497,60 @@ fn help_lists_every_command_and_flag() {
     let out = meshguard(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn secret_data_and_string_data_give_the_same_digests() {
+    use base64_of::encode;
+    let plain = workspace("string-data", &[]);
+    let encoded = workspace("data", &[]);
+    let chain = std::fs::read_to_string(encoded.join("in/orders-chain.yaml")).unwrap();
+    let chain = chain
+        .replace("stringData:\n  mobile-app: mk_live_7Qy2vR9sLw4pXc1NbT6eHd3Z\n  partner-portal: mk_live_K8fJ2mW5qA9rUz4YgP1sVb7C",
+            &format!("data:\n  mobile-app: {}\n  partner-portal: {}", encode(b"mk_live_7Qy2vR9sLw4pXc1NbT6eHd3Z"), encode(b"mk_live_K8fJ2mW5qA9rUz4YgP1sVb7C")));
+    assert!(
+        chain.contains("data:\n  mobile-app: "),
+        "the example changed shape"
+    );
+    std::fs::write(encoded.join("in/orders-chain.yaml"), chain).unwrap();
+    for dir in [&plain, &encoded] {
+        let out = meshguard(&[
+            "compile",
+            "-f",
+            &dir.join("in").display().to_string(),
+            "--out",
+            &dir.join("out").display().to_string(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let read = |dir: &PathBuf| std::fs::read_to_string(dir.join("out/web-1.yaml")).unwrap();
+    assert_eq!(read(&plain), read(&encoded));
+}
+
+/// Standard base64, for building a Secret's `data` in a test.
+mod base64_of {
+    pub fn encode(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..4 {
+                out.push(if i <= chunk.len() {
+                    ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rfc_4648_vectors() {
+        assert_eq!(encode(b"f"), "Zg==");
+        assert_eq!(encode(b"fo"), "Zm8=");
+        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+    }
+}
