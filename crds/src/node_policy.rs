@@ -109,6 +109,11 @@ pub struct InterfaceSpec {
     #[serde(rename = "meshIP")]
     pub mesh_ip: String,
     pub listen_port: i32,
+    /// The subnets this member routes (its `allowedIPs`), less what other
+    /// members own (their mesh IPs, more specific subnets). With `meshIP`
+    /// these are the only destinations the agent accepts from the mesh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "routedIPs")]
+    pub routed_ips: Vec<String>,
 }
 
 /// One WireGuard peer.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use meshguard_crds::{Action, MeshPolicy, PolicyMode, PortRange};
+use meshguard_crds::{Action, MeshPolicy, PeerSelector, PolicyMode, PortRange};
 
 use crate::{
     diagnostics::{Diagnostic, ObjectRef},
@@ -63,9 +63,12 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Orders and normalizes validated policies. A policy whose selectors do
-    /// not parse (only possible when validation was skipped) is left out, with
-    /// an error: nothing invalid is ever compiled in.
+    /// Orders and normalizes validated policies.
+    ///
+    /// A rule whose selectors cannot be read (only possible when validation
+    /// was skipped) fails closed, with an error: a Deny treats the side it
+    /// cannot read as everyone, so it denies more; an Allow or Log is left
+    /// out. Nothing invalid ever widens access.
     pub fn build(policies: &[MeshPolicy]) -> (PolicySet, Vec<Diagnostic>) {
         let mut sorted: Vec<&MeshPolicy> = policies.iter().collect();
         sorted.sort_by(|a, b| (a.spec.priority, name_of(a)).cmp(&(b.spec.priority, name_of(b))));
@@ -75,48 +78,62 @@ impl PolicySet {
         let mut diagnostics = Vec::new();
         for policy in sorted {
             let object = ObjectRef::new("MeshPolicy", None, name_of(policy));
-            let mut rules = Vec::new();
-            let mut failed = false;
             for (index, rule) in policy.spec.rules.iter().enumerate() {
-                let mut side =
-                    |list: &[meshguard_crds::PeerSelector], field: &str| -> Option<Side> {
-                        let mut ids = Vec::new();
-                        for (i, spec) in list.iter().enumerate() {
-                            match Selector::from_spec(spec) {
-                                Ok(selector) => {
-                                    let next = set.selectors.len();
-                                    let id = *interned.entry(selector.clone()).or_insert(next);
-                                    if id == next {
-                                        set.selectors.push(selector);
-                                    }
-                                    ids.push(id);
-                                }
-                                Err(e) => {
-                                    diagnostics.push(Diagnostic::error(
-                                        object.clone(),
-                                        Some(format!("spec.rules[{index}].{field}[{i}]")),
-                                        e.to_string(),
-                                    ));
-                                    return None;
-                                }
+                let mut side = |list: &[PeerSelector], field: &str| -> (Side, bool) {
+                    let mut broken = false;
+                    let mut selectors = Vec::new();
+                    for (i, spec) in list.iter().enumerate() {
+                        match Selector::from_spec(spec) {
+                            Ok(selector) => selectors.push(selector),
+                            Err(e) => {
+                                let field = format!("spec.rules[{index}].{field}[{i}]");
+                                diagnostics.push(Diagnostic::error(
+                                    object.clone(),
+                                    Some(field),
+                                    e.to_string(),
+                                ));
+                                broken = true;
                             }
                         }
-                        ids.sort_unstable();
-                        ids.dedup();
-                        let mut keys: Vec<String> =
-                            ids.iter().map(|&id| set.selectors[id].key()).collect();
-                        keys.sort();
-                        Some(Side {
+                    }
+                    if broken && rule.action == Action::Deny {
+                        selectors = vec![Selector::All];
+                    }
+                    let mut ids: Vec<SelectorId> = selectors
+                        .into_iter()
+                        .map(|s| intern(&mut set.selectors, &mut interned, s))
+                        .collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let mut keys: Vec<String> =
+                        ids.iter().map(|&id| set.selectors[id].key()).collect();
+                    keys.sort();
+                    (
+                        Side {
                             selectors: ids,
                             key: keys.join("|"),
-                        })
-                    };
-                let (Some(from), Some(to)) = (side(&rule.from, "from"), side(&rule.to, "to"))
-                else {
-                    failed = true;
-                    break;
+                        },
+                        broken,
+                    )
                 };
-                rules.push(OrderedRule {
+                let (from, from_broken) = side(&rule.from, "from");
+                let (to, to_broken) = side(&rule.to, "to");
+                if from_broken || to_broken {
+                    let what = if rule.action == Action::Deny {
+                        "this Deny rule cannot be read: it now denies to or from everyone on the side it cannot read (fails closed)"
+                    } else {
+                        "this rule cannot be read and is left out (fails closed)"
+                    };
+                    diagnostics.push(Diagnostic::error(
+                        object.clone(),
+                        Some(format!("spec.rules[{index}]")),
+                        what,
+                    ));
+                    if rule.action != Action::Deny {
+                        continue;
+                    }
+                }
+                set.rules.push(OrderedRule {
                     policy: set.policies.len(),
                     index,
                     name: rule.name.clone(),
@@ -137,15 +154,11 @@ impl PolicySet {
                     }),
                 });
             }
-            if failed {
-                continue;
-            }
             set.policies.push(PolicyInfo {
                 name: name_of(policy).to_owned(),
                 priority: policy.spec.priority,
                 mode: policy.spec.mode,
             });
-            set.rules.extend(rules);
         }
         (set, diagnostics)
     }
@@ -165,6 +178,19 @@ impl PolicySet {
     pub fn policy_of(&self, rule: usize) -> &PolicyInfo {
         &self.policies[self.rules[rule].policy]
     }
+}
+
+fn intern(
+    selectors: &mut Vec<Selector>,
+    interned: &mut HashMap<Selector, SelectorId>,
+    selector: Selector,
+) -> SelectorId {
+    let next = selectors.len();
+    let id = *interned.entry(selector.clone()).or_insert(next);
+    if id == next {
+        selectors.push(selector);
+    }
+    id
 }
 
 fn name_of(policy: &MeshPolicy) -> &str {

@@ -15,6 +15,17 @@ use crate::{
     members::Member,
 };
 
+/// A selector that cannot be read (validation was skipped).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error(transparent)]
+    Cidr(#[from] PrefixError),
+    #[error(
+        "the selector names no members: it needs one of nodes, nodeSelector, cidrs or all: true"
+    )]
+    NoKind,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Selector {
     /// Members by name (sorted, unique).
@@ -104,7 +115,7 @@ impl LabelMatch {
 
 impl Selector {
     /// The normalized form of a validated selector.
-    pub fn from_spec(spec: &PeerSelector) -> Result<Selector, PrefixError> {
+    pub fn from_spec(spec: &PeerSelector) -> Result<Selector, SelectorError> {
         if let Some(names) = &spec.nodes {
             let mut names = names.clone();
             names.sort();
@@ -134,8 +145,11 @@ impl Selector {
                 .collect::<Result<Vec<_>, PrefixError>>()?;
             return Ok(Selector::Cidrs(blocks));
         }
-        // Validation guarantees exactly one kind; `all: true` is what is left.
-        Ok(Selector::All)
+        if spec.all == Some(true) {
+            return Ok(Selector::All);
+        }
+        // Only possible when validation was skipped: never read it as `all`.
+        Err(SelectorError::NoKind)
     }
 
     pub fn matches_member(&self, member: &Member) -> bool {

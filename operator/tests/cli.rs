@@ -554,3 +554,101 @@ mod base64_of {
         assert_eq!(encode(b"foobar"), "Zm9vYmFy");
     }
 }
+
+#[test]
+fn explain_with_json_keeps_stdout_machine_readable() {
+    let out = meshguard(&[
+        "check",
+        "-f",
+        &examples(),
+        "--from",
+        "web-1",
+        "--to",
+        "db-1",
+        "--port",
+        "5432",
+        "--explain",
+        "-o",
+        "json",
+    ]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON alone");
+    assert_eq!(json["rule"], "no-web-to-db");
+    assert!(
+        text(&out.stderr).contains("db-isolation/no-web-to-db")
+            && text(&out.stderr).contains("match: Deny, decides")
+    );
+}
+
+#[test]
+fn a_meshguard_kind_under_a_wrong_api_version_is_refused_not_ignored() {
+    let mistyped = "apiVersion: v1alpha1\nkind: MeshPolicy\nmetadata: { name: lost-deny }\nspec:\n  priority: 0\n  rules:\n  - { action: Deny, from: [{ all: true }], to: [{ all: true }] }\n";
+    let other_group = "apiVersion: other.example/v1\nkind: MeshPolicy\nmetadata: { name: not-ours }\nspec: { anything: [1, 2] }\n";
+    let dir = workspace(
+        "api-version",
+        &[("mistyped.yaml", mistyped), ("other.yaml", other_group)],
+    );
+    let out = meshguard(&["validate", "-f", &dir.join("in").display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("error: {}: MeshPolicy/lost-deny: apiVersion: \"v1alpha1\" is not supported; meshguard objects use meshguard.io/v1alpha1", dir.join("in/mistyped.yaml").display())),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-ours"),
+        "another group's kind of the same name is not ours: {stderr}"
+    );
+}
+
+#[test]
+fn mesh_ip_conflicts_name_both_objects() {
+    let twin = "apiVersion: meshguard.io/v1alpha1\nkind: MeshNode\nmetadata: { name: zz-twin }\nspec:\n  publicKey: xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n  meshIP: 100.96.10.1\n";
+    let dir = workspace("ipam-conflict", &[("twin.yaml", twin)]);
+    let out = meshguard(&["validate", "-f", &dir.join("in").display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let expected = format!(
+        "error: {}: MeshNode/zz-twin: spec.meshIP: mesh IP 100.96.10.1 is already MeshNode/backup-vm's ({})",
+        dir.join("in/twin.yaml").display(),
+        dir.join("in/mesh-nodes.yaml").display()
+    );
+    assert!(
+        text(&out.stderr).contains(&expected),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn compile_writes_all_or_nothing() {
+    let dir = workspace("all-or-nothing", &[]);
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(out_dir.join("web-1.yaml")).unwrap(); // in the way
+    std::fs::write(out_dir.join("app-1.yaml"), "old content\n").unwrap();
+    let out = meshguard(&[
+        "compile",
+        "-f",
+        &dir.join("in").display().to_string(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("web-1.yaml: exists and is not a file; nothing was written"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("app-1.yaml")).unwrap(),
+        "old content\n"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["app-1.yaml", "web-1.yaml"],
+        "no temporary files, nothing new"
+    );
+}

@@ -69,6 +69,31 @@ fn check_scenario(s: &Scenario, flow_seed: u64) -> Result<(), TestCaseError> {
         }
     }
 
+    // Every node owns exactly what the reference says: mesh IP and routed subnets.
+    let mut probes: Vec<IpAddr> = s
+        .members
+        .iter()
+        .flat_map(|m| reference::owned(&s.members, m))
+        .collect();
+    probes.extend(s.members.iter().flat_map(|m| {
+        m.allowed_ips
+            .iter()
+            .flat_map(|p| reference::hosts(p.to_string().parse().unwrap()))
+    }));
+    probes.extend(PROBES.iter().map(|p| p.parse::<IpAddr>().unwrap()));
+    for m in &s.members {
+        for &ip in &probes {
+            let expected = reference::owner(&s.members, ip).is_some_and(|o| o.name == m.name);
+            prop_assert_eq!(
+                agent::owns(&specs[m.name.as_str()], ip),
+                expected,
+                "{} owns {}",
+                m.name,
+                ip
+            );
+        }
+    }
+
     // Flows: every ordered pair of addresses, a few kinds of traffic each.
     let samples = reference::traffic_samples(&s.policies);
     let mut addresses: Vec<IpAddr> = s
@@ -165,7 +190,8 @@ fn check_scenario(s: &Scenario, flow_seed: u64) -> Result<(), TestCaseError> {
     // through a sequence of edits.
     let mut compiler = Compiler::default();
     let mut edited = s.policies.clone();
-    for step in 0..4 {
+    let mut members = s.members.clone();
+    for step in 0..8 {
         match step {
             0 => {}
             1 => edited.rotate_left(1),
@@ -177,20 +203,61 @@ fn check_scenario(s: &Scenario, flow_seed: u64) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            3 => {
+                // A rename: the old name goes, a new one comes.
+                if let Some(p) = edited.last_mut() {
+                    p.metadata.name = Some("renamed".into());
+                }
+            }
+            4 => {
+                // A policy that cannot be read (validation skipped) joins.
+                let broken = meshguard_crds::PeerSelector {
+                    cidrs: Some(vec![meshguard_crds::CidrBlock {
+                        cidr: "bad".into(),
+                        except: None,
+                    }]),
+                    ..Default::default()
+                };
+                edited.push(support::policy(
+                    "broken",
+                    5,
+                    vec![support::rule(
+                        meshguard_crds::Action::Deny,
+                        vec![broken],
+                        vec![support::all()],
+                        None,
+                    )],
+                ));
+            }
+            5 => {
+                // A member is relabelled.
+                if let Some(m) = members.first_mut() {
+                    m.labels.insert("role".into(), "c".into());
+                }
+            }
+            6 => {
+                // A copy of a policy under a new name.
+                if let Some(p) = edited.first().cloned() {
+                    let mut copy = p;
+                    copy.metadata.name = Some("copy".into());
+                    edited.push(copy);
+                }
+            }
             _ => {
                 edited.pop();
             }
         }
-        let remembered = compiler.compile(&Inputs {
-            members: &s.members,
+        let inputs = Inputs {
+            members: &members,
             policies: &edited,
             chains: &[],
             secrets: &[],
             config_maps: &[],
             listen_port: 51820,
-        });
-        let fresh = support::compiled(&s.members, &edited);
-        for m in &s.members {
+        };
+        let remembered = compiler.compile(&inputs);
+        let fresh = meshguard_operator::compile::compile(&inputs);
+        for m in &members {
             prop_assert_eq!(
                 remembered.node_policy(&m.name),
                 fresh.node_policy(&m.name),

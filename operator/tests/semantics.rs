@@ -549,35 +549,80 @@ fn s9_unknown_names_match_nothing_and_warn() {
 }
 
 #[test]
-fn s9_an_invalid_policy_is_never_compiled_in() {
-    // Validation off: a CIDR that does not parse. The policy is dropped with an error; others stay.
-    let bad = policy(
-        "bad",
+fn s9_unreadable_rules_fail_closed() {
+    // Validation skipped: selectors the compiler cannot read never widen access.
+    let open = policy(
+        "open",
+        500,
+        vec![rule(Action::Allow, vec![all()], vec![all()], None)],
+    );
+    let empty = meshguard_crds::PeerSelector::default();
+
+    // A broken Allow grants nothing.
+    let bad_allow = policy(
+        "bad-allow",
         1,
         vec![rule(
             Action::Allow,
             vec![cidr("not-a-cidr", &[])],
-            vec![all()],
-            None,
-        )],
-    );
-    let good = policy(
-        "good",
-        2,
-        vec![rule(
-            Action::Allow,
-            vec![nodes(&["a"])],
             vec![nodes(&["b"])],
             Some(vec![tcp(22)]),
         )],
     );
-    let c = compiled(&two(), &[bad, good]);
-    assert!(c.diagnostics().iter().any(|d| d.to_string() == "error: MeshPolicy/bad: spec.rules[0].from[0]: \"not-a-cidr\" is not an IPv4 or IPv6 CIDR"));
-    assert_eq!(ids(&spec(&c, "b").ingress), vec!["good/0"]);
+    let c = compiled(&two(), &[bad_allow]);
+    assert!(c.diagnostics().iter().any(|d| d.to_string() == "error: MeshPolicy/bad-allow: spec.rules[0].from[0]: \"not-a-cidr\" is not an IPv4 or IPv6 CIDR"));
+    assert!(c.diagnostics().iter().any(|d| d.to_string() == "error: MeshPolicy/bad-allow: spec.rules[0]: this rule cannot be read and is left out (fails closed)"));
     assert_eq!(
-        verdict(&c, "a", "b", Protocol::TCP, Some(80)).0,
+        verdict(&c, "a", "b", Protocol::TCP, Some(22)).0,
         Verdict::Deny
     );
+    assert!(!c.are_peers("a", "b"));
+
+    // A broken Deny denies more, not less: its unreadable side becomes everyone.
+    let bad_deny = policy(
+        "bad-deny",
+        1,
+        vec![rule(
+            Action::Deny,
+            vec![empty.clone()],
+            vec![nodes(&["b"])],
+            Some(vec![tcp(22)]),
+        )],
+    );
+    let c = compiled(&two(), &[bad_deny, open.clone()]);
+    assert!(c.diagnostics().iter().any(|d| {
+        d.to_string()
+            .contains("spec.rules[0].from[0]: the selector names no members")
+    }));
+    assert_eq!(
+        verdict(&c, "a", "b", Protocol::TCP, Some(22)),
+        (Verdict::Deny, Some("bad-deny/0".into()))
+    );
+    assert_eq!(
+        verdict(&c, "a", "b", Protocol::TCP, Some(23)).0,
+        Verdict::Allow,
+        "the readable parts still apply"
+    );
+    assert_eq!(
+        verdict(&c, "b", "a", Protocol::TCP, Some(22)).0,
+        Verdict::Allow,
+        "the readable side is kept"
+    );
+
+    // `all: false` is not `all`.
+    let not_all = meshguard_crds::PeerSelector {
+        all: Some(false),
+        ..Default::default()
+    };
+    let c = compiled(
+        &two(),
+        &[policy(
+            "p",
+            1,
+            vec![rule(Action::Allow, vec![not_all], vec![all()], None)],
+        )],
+    );
+    assert_eq!(verdict(&c, "a", "b", Protocol::ICMP, None).0, Verdict::Deny);
 }
 
 #[test]

@@ -116,6 +116,12 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
         None => format!("{protocol:?}"),
     };
     if args.explain {
+        // With `-o json` stdout carries the JSON alone; the walk goes to stderr.
+        let out: &mut dyn Write = if args.output == Output::Json {
+            &mut *err
+        } else {
+            &mut *out
+        };
         writeln!(out, "flow {src} -> {dst} {traffic}")?;
         for step in &decision.steps {
             let rule = &set.rules[step.rule];

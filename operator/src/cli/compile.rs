@@ -1,5 +1,4 @@
-//! `meshguard compile`: one NodePolicy per member, written only when every
-//! input is valid, each file replaced atomically.
+//! `meshguard compile`: one NodePolicy per member, written all or nothing.
 
 use std::{io::Write, path::Path};
 
@@ -18,7 +17,7 @@ pub fn run(
         Err(code) => return Ok(code),
     };
     let compiled = &prepared.compiled;
-    // Render everything before touching the directory: nothing partial on failure.
+    // Render everything before touching the directory.
     let mut files = Vec::new();
     for member in compiled.members() {
         let Some(spec) = compiled.node_policy(&member.name) else {
@@ -30,12 +29,45 @@ pub fn run(
             serde_saphyr::to_string(&object)?,
         ));
     }
-    std::fs::create_dir_all(dir)?;
-    for (name, content) in &files {
-        let path = dir.join(name);
-        let temporary = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&temporary, content)?;
-        std::fs::rename(&temporary, &path)?;
+
+    // All or nothing: check every target, write every file aside, then rename.
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        writeln!(
+            err,
+            "error: {}: cannot create the output directory: {e}",
+            dir.display()
+        )?;
+        return Ok(exit::BAD_INPUT);
+    }
+    let blocked = files.iter().find(|(name, _)| {
+        dir.join(name)
+            .symlink_metadata()
+            .is_ok_and(|m| !m.is_file())
+    });
+    if let Some((name, _)) = blocked {
+        writeln!(
+            err,
+            "error: {}: exists and is not a file; nothing was written",
+            dir.join(name).display()
+        )?;
+        return Ok(exit::BAD_INPUT);
+    }
+    let temporary = |name: &str| dir.join(format!(".{name}.meshguard-tmp"));
+    for (i, (name, content)) in files.iter().enumerate() {
+        if let Err(e) = std::fs::write(temporary(name), content) {
+            for (written, _) in &files[..=i] {
+                let _ = std::fs::remove_file(temporary(written));
+            }
+            writeln!(
+                err,
+                "error: {}: {e}; nothing was written",
+                dir.join(name).display()
+            )?;
+            return Ok(exit::BAD_INPUT);
+        }
+    }
+    for (name, _) in &files {
+        std::fs::rename(temporary(name), dir.join(name))?;
     }
     writeln!(
         out,

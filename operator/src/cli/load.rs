@@ -191,15 +191,19 @@ impl Loaded {
             return;
         }
 
-        if api_version.starts_with("meshguard.io/") {
-            if api_version != API_VERSION {
-                fail(
-                    errors,
-                    Some("apiVersion".into()),
-                    format!("{api_version:?} is not supported; use {API_VERSION}"),
-                );
-                return;
-            }
+        // One of our kinds under a wrong apiVersion would be silently ignored
+        // below (a Deny policy vanishing); other groups' kinds are not ours.
+        let ours = api_version.starts_with("meshguard")
+            || (!api_version.contains('/') && Kind::from_name(&kind).is_some());
+        if ours && api_version != API_VERSION {
+            fail(
+                errors,
+                Some("apiVersion".into()),
+                format!("{api_version:?} is not supported; meshguard objects use {API_VERSION}"),
+            );
+            return;
+        }
+        if api_version == API_VERSION {
             let Some(kind) = Kind::from_name(&kind) else {
                 fail(
                     errors,

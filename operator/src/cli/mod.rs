@@ -152,8 +152,10 @@ pub fn prepare(args: &InputArgs, err: &mut dyn Write) -> anyhow::Result<Result<P
     };
     let members = match members(&loaded, args.mesh_cidr) {
         Ok(members) => members,
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
+        Err(errors) => {
+            for e in errors {
+                writeln!(err, "error: {e}")?;
+            }
             return Ok(Err(exit::BAD_INPUT));
         }
     };
@@ -195,7 +197,24 @@ fn located(loaded: &Loaded, d: &Diagnostic) -> String {
 
 /// Members from the MeshNodes: mesh IP from `spec.meshIP`, else `status.meshIP`
 /// (a `kubectl get -o yaml` export), else allocated from the mesh CIDR.
-fn members(loaded: &Loaded, cidr: Prefix) -> Result<Vec<Member>, String> {
+fn members(loaded: &Loaded, cidr: Prefix) -> Result<Vec<Member>, Vec<InputError>> {
+    let name_of = |n: &meshguard_crds::MeshNode| n.metadata.name.clone().unwrap_or_default();
+    let error = |name: &str, field: &str, message: String| InputError {
+        file: loaded
+            .origin("MeshNode", None, name)
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+        object: Some(format!("MeshNode/{name}")),
+        field: Some(field.to_owned()),
+        message,
+    };
+    let fixed_field = |n: &meshguard_crds::MeshNode| {
+        if n.spec.mesh_ip.is_some() {
+            "spec.meshIP"
+        } else {
+            "status.meshIP"
+        }
+    };
     let fixed: Vec<(String, Option<IpAddr>)> = loaded
         .nodes
         .iter()
@@ -205,36 +224,57 @@ fn members(loaded: &Loaded, cidr: Prefix) -> Result<Vec<Member>, String> {
                 .mesh_ip
                 .as_deref()
                 .or(n.status.as_ref().and_then(|s| s.mesh_ip.as_deref()));
-            (
-                n.metadata.name.clone().unwrap_or_default(),
-                ip.and_then(|ip| ip.parse().ok()),
-            )
+            (name_of(n), ip.and_then(|ip| ip.parse().ok()))
         })
         .collect();
-    let assigned = ipam::assign(&fixed, cidr).map_err(|e| e.to_string())?;
-    loaded
-        .nodes
-        .iter()
-        .map(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            let allowed_ips = n
-                .spec
-                .allowed_ips
-                .iter()
-                .flatten()
-                .map(|c| {
-                    c.parse::<Prefix>()
-                        .map_err(|e| format!("MeshNode/{name}: spec.allowedIPs: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Member {
-                mesh_ip: assigned[&name],
-                labels: n.metadata.labels.clone().unwrap_or_default(),
-                public_key: n.spec.public_key.clone(),
-                endpoint: n.spec.endpoint.clone(),
-                allowed_ips,
-                name,
-            })
-        })
-        .collect()
+    let assigned = ipam::assign(&fixed, cidr).map_err(|e| {
+        vec![match e {
+            ipam::IpamError::Conflict { ip, first, second } => {
+                let node = loaded.nodes.iter().find(|n| name_of(n) == second);
+                let first_file = loaded
+                    .origin("MeshNode", None, &first)
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default();
+                error(
+                    &second,
+                    node.map_or("spec.meshIP", fixed_field),
+                    format!("mesh IP {ip} is already MeshNode/{first}'s ({first_file})"),
+                )
+            }
+            ipam::IpamError::Exhausted { cidr, member } => error(
+                &member,
+                "spec.meshIP",
+                format!("no free address left in the mesh CIDR {cidr}; give a larger --mesh-cidr"),
+            ),
+        }]
+    })?;
+    let mut errors = Vec::new();
+    let mut members = Vec::new();
+    for n in &loaded.nodes {
+        let name = name_of(n);
+        let mut allowed_ips = Vec::new();
+        for (i, text) in n.spec.allowed_ips.iter().flatten().enumerate() {
+            match text.parse::<Prefix>() {
+                Ok(prefix) => allowed_ips.push(prefix),
+                Err(e) => errors.push(error(
+                    &name,
+                    &format!("spec.allowedIPs[{i}]"),
+                    e.to_string(),
+                )),
+            }
+        }
+        members.push(Member {
+            mesh_ip: assigned[&name],
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+            public_key: n.spec.public_key.clone(),
+            endpoint: n.spec.endpoint.clone(),
+            allowed_ips,
+            name,
+        });
+    }
+    if errors.is_empty() {
+        Ok(members)
+    } else {
+        Err(errors)
+    }
 }

@@ -81,6 +81,8 @@ pub struct Compiled {
     reused_classes: usize,
     /// Each member's entry in its peers' NodePolicies.
     peer_entries: Vec<Peer>,
+    /// Per member, the prefixes it owns besides its mesh IP.
+    routed: Vec<Vec<String>>,
     chains: Vec<ServedChain>,
     member_chains: Vec<Vec<usize>>,
     revisions: Vec<String>,
@@ -215,6 +217,21 @@ impl Compiler {
             })
             .collect();
 
+        let routed: Vec<Vec<String>> = (0..members.len())
+            .map(|m| {
+                let class = &atoms.classes[atoms.member_class[m]];
+                let prefixes = class
+                    .regions
+                    .iter()
+                    .map(|&r| atoms.regions[r].prefix)
+                    .collect();
+                crate::addresses::normalize(prefixes)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .collect();
+
         // Revisions: the peer part of each member from its class's peer classes.
         let peer_entries: Vec<Peer> = members.iter().map(peer_entry).collect();
         let peer_digests: Vec<Sum256> = peer_entries.iter().map(peer_digest).collect();
@@ -248,7 +265,7 @@ impl Compiler {
                 let chain_digests: Vec<[u8; 32]> =
                     member_chains[m].iter().map(|&c| chains[c].digest).collect();
                 revision(
-                    &interface(member, inputs.listen_port),
+                    &interface(member, inputs.listen_port, &routed[m]),
                     peers,
                     &class_filters[class].digest,
                     &chain_digests,
@@ -270,6 +287,7 @@ impl Compiler {
             policy_numbers,
             reused_classes,
             peer_entries,
+            routed,
             chains,
             member_chains,
             revisions,
@@ -416,7 +434,7 @@ impl Compiled {
             .collect();
         Some(NodePolicySpec {
             revision: self.revisions[m].clone(),
-            interface: interface(member, self.listen_port),
+            interface: interface(member, self.listen_port, &self.routed[m]),
             peers,
             address_sets: filters.sets.iter().map(|s| s.set.clone()).collect(),
             ingress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Ingress, |r| {

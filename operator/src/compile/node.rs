@@ -25,10 +25,12 @@ pub fn peer_entry(member: &Member) -> Peer {
     }
 }
 
-pub fn interface(member: &Member, listen_port: u16) -> InterfaceSpec {
+/// `routed` are the prefixes the member owns besides its mesh IP.
+pub fn interface(member: &Member, listen_port: u16, routed: &[String]) -> InterfaceSpec {
     InterfaceSpec {
         mesh_ip: member.mesh_ip.to_string(),
         listen_port: i32::from(listen_port),
+        routed_ips: routed.to_vec(),
     }
 }
 

@@ -86,9 +86,21 @@ pub fn route(spec: &NodePolicySpec, ip: IpAddr) -> Option<&str> {
         .map(|(p, _)| p.name.as_str())
 }
 
+/// Whether this node owns `ip` on the mesh: its mesh IP or a routed subnet.
+/// An agent accepts nothing else from the mesh, and sends nothing else into it.
+pub fn owns(spec: &NodePolicySpec, ip: IpAddr) -> bool {
+    spec.interface.mesh_ip.parse::<IpAddr>().unwrap() == ip
+        || spec
+            .interface
+            .routed_ips
+            .iter()
+            .any(|c| c.parse::<IpNet>().unwrap().contains(&ip))
+}
+
 /// Whether a packet from `src` (owned by node `from`) reaches `dst` (owned by
-/// node `to`): routed to `to`, accepted by WireGuard on `to` as coming from
-/// `from`, and allowed by both lists.
+/// node `to`): sent by its owner, routed to `to`, accepted by WireGuard on
+/// `to` as coming from `from`, addressed to something `to` owns, and allowed
+/// by both lists.
 pub fn delivers(
     from: (&str, &NodePolicySpec),
     to: (&str, &NodePolicySpec),
@@ -96,8 +108,10 @@ pub fn delivers(
     dst: IpAddr,
     traffic: Traffic,
 ) -> bool {
-    route(from.1, dst) == Some(to.0)
+    owns(from.1, src)
+        && route(from.1, dst) == Some(to.0)
         && route(to.1, src) == Some(from.0)
+        && owns(to.1, dst)
         && list_allows(from.1, &from.1.egress, dst, src, traffic)
         && list_allows(to.1, &to.1.ingress, src, dst, traffic)
 }

@@ -168,13 +168,15 @@ pub struct Scenario {
 
 const ROLES: [&str; 3] = ["a", "b", "c"];
 const ZONES: [&str; 2] = ["x", "y"];
-/// Routed subnets; some overlap, so the longest prefix must win.
-const SUBNETS: [&str; 5] = [
+/// Routed subnets: some overlap (the longest prefix must win), one holds
+/// member mesh IPs (those stay the members').
+const SUBNETS: [&str; 6] = [
     "192.168.0.0/30",
     "192.168.0.2/31",
     "192.168.0.0/31",
     "fd10::/127",
     "10.9.0.0/31",
+    "100.64.0.0/30",
 ];
 /// CIDR selector blocks with their holes, over member and subnet addresses.
 const BLOCKS: [(&str, &[&str]); 9] = [
@@ -283,7 +285,7 @@ pub fn scenario() -> impl Strategy<Value = Scenario> {
         prop::option::weighted(0.8, 0usize..3),
         prop::option::weighted(0.5, 0usize..2),
         prop::bool::weighted(0.25),
-        prop::option::weighted(0.3, 0usize..SUBNETS.len()),
+        prop_oneof![7 => Just(Vec::new()), 3 => prop::collection::vec(0usize..SUBNETS.len(), 1..3)],
     );
     let policy_desc = (
         0usize..5,
@@ -313,10 +315,8 @@ pub fn scenario() -> impl Strategy<Value = Scenario> {
                         format!("100.64.0.{}", i + 1)
                     };
                     let m = member(&format!("m{i}"), &pairs, &ip);
-                    match subnet {
-                        Some(s) => router(m, &[SUBNETS[s]]),
-                        None => m,
-                    }
+                    let subnets: Vec<&str> = subnet.iter().map(|&s| SUBNETS[s]).collect();
+                    router(m, &subnets)
                 })
                 .collect();
             let policies = policies
