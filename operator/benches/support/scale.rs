@@ -7,6 +7,7 @@
 //! members, some CIDRs; a few reach every member (monitoring-style), which
 //! gives the largest NodePolicies. [`Shape`] picks how names and CIDRs are used.
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use meshguard_crds::{
     Action, CidrBlock, LabelSelector, MeshPolicy, MeshPolicySpec, PeerSelector, PolicyMode,
     PolicyRule, PortRule, Protocol,
@@ -57,7 +58,7 @@ pub fn members() -> Vec<Member> {
                 mesh_ip: format!("100.96.{}.{}", i / 250, i % 250 + 1)
                     .parse()
                     .expect("valid address"),
-                public_key: base64(&key),
+                public_key: STANDARD.encode(key),
                 endpoint: Some(format!(
                     "10.{}.{}.{}:51820",
                     i / 65536,
@@ -68,22 +69,6 @@ pub fn members() -> Vec<Member> {
             }
         })
         .collect()
-}
-
-fn base64(bytes: &[u8; 32]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out.push('=');
-    out
 }
 
 fn labels(pairs: &[(&str, String)]) -> PeerSelector {
