@@ -27,6 +27,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The userspace WireGuard daemon the dataplane tests and the demo run
+# (there is no kernel WireGuard module on these machines).
+if ! command -v boringtun-cli >/dev/null 2>&1; then
+  echo "deps: installing boringtun-cli"
+  cargo install --locked --quiet boringtun-cli
+fi
+
 # Python tools in .venv/, reinstalled only when scripts/requirements.txt changes.
 venv="${MESHGUARD_VENV:-.venv}"
 if [ ! -x "$venv/bin/python" ]; then

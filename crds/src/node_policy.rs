@@ -85,6 +85,12 @@ pub struct NodePolicySpec {
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub peers: Vec<Peer>,
+    /// Every other member, for agents in agent-wide audit mode, which install
+    /// them as peers too so that flows the policies would deny can be counted.
+    /// Only present when asked for (`meshguard compile --audit-peers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub audit_peers: Vec<Peer>,
     /// Named address sets that rules refer to.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]

@@ -2,13 +2,23 @@
 //!
 //! ```text
 //!  state source (NodePolicy watch | --state-file) ──▶ reconcile
-//!      ├─ wireguard: exactly the allowed peers (netlink | UAPI)
-//!      ├─ backend: iptables+ipset | eBPF at TC
-//!      └─ L7 chains ──▶ ext_proc gRPC server for Envoy
+//!      ├─ wireguard: exactly the allowed peers (kernel netlink | UAPI)
+//!      ├─ netdev: address, MTU, routes, fail-closed blackholes
+//!      └─ backend: iptables+ipset (eBPF to come)
 //!  status · metrics · health · drift repair
 //! ```
-//!
-//! The modules arrive with the agent issue; the crate exists now so the
-//! workspace has its final shape and dependencies are declared once.
 
 #![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod backend;
+pub mod cli;
+pub mod command;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod netdev;
+pub mod reconcile;
+pub mod state;
+pub mod status;
+pub mod wireguard;

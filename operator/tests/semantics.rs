@@ -283,6 +283,56 @@ fn s4_audit_mode_never_decides() {
 }
 
 #[test]
+fn audit_peers_list_every_other_member_only_when_asked() {
+    // Agent-wide audit (`meshguard-agent --enforcement audit`) installs these
+    // too, so that flows to members the policies keep apart can be counted.
+    let members = vec![
+        member("a", &[("role", "web")], "100.64.0.1"),
+        member("b", &[("role", "db")], "100.64.0.2"),
+        member("c", &[("role", "ops")], "100.64.0.3"),
+    ];
+    let policies = [policy(
+        "p",
+        1,
+        vec![rule(
+            Action::Allow,
+            vec![nodes(&["a"])],
+            vec![nodes(&["b"])],
+            Some(vec![tcp(5432)]),
+        )],
+    )];
+    let inputs = meshguard_operator::compile::Inputs {
+        members: &members,
+        policies: &policies,
+        chains: &[],
+        secrets: &[],
+        config_maps: &[],
+        listen_port: 51820,
+    };
+    let plain = compiled(&members, &policies);
+    let audited = meshguard_operator::compile::Compiler::default()
+        .audit_peers(true)
+        .compile(&inputs);
+    let names = |peers: &[meshguard_crds::node_policy::Peer]| -> Vec<String> {
+        peers.iter().map(|p| p.name.clone()).collect()
+    };
+    for m in ["a", "b", "c"] {
+        assert!(spec(&plain, m).audit_peers.is_empty(), "{m}: not asked for");
+        let (p, a) = (spec(&plain, m), spec(&audited, m));
+        assert_eq!(a.peers, p.peers, "{m}: audit peers do not change the peers");
+        assert_ne!(
+            a.revision, p.revision,
+            "{m}: the revision covers auditPeers"
+        );
+    }
+    assert_eq!(names(&spec(&audited, "a").audit_peers), vec!["c"]);
+    assert_eq!(names(&spec(&audited, "b").audit_peers), vec!["c"]);
+    assert_eq!(names(&spec(&audited, "c").audit_peers), vec!["a", "b"]);
+    let c_entry = &spec(&audited, "c").audit_peers[0];
+    assert_eq!(c_entry.allowed_ips, vec!["100.64.0.1/32".to_string()]);
+}
+
+#[test]
 fn s5_one_direction_allowed_opens_the_tunnel_both_ways() {
     // Replies ride on connection tracking in the agent; the compiler's part is
     // that both ends are peers and the opening direction passes both lists.

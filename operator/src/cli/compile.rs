@@ -4,15 +4,17 @@ use std::{io::Write, path::Path};
 
 use meshguard_crds::NodePolicy;
 
-use super::{InputArgs, exit, prepare};
+use super::{InputArgs, exit, prepare_with};
+use crate::compile::Compiler;
 
 pub fn run(
     args: &InputArgs,
     dir: &Path,
+    audit_peers: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let prepared = match prepare(args, err)? {
+    let prepared = match prepare_with(args, Compiler::default().audit_peers(audit_peers), err)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };

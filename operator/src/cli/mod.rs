@@ -17,7 +17,7 @@ use meshguard_crds::{Kind, Protocol, manifests};
 
 use crate::{
     addresses::Prefix,
-    compile::{Compiled, Inputs as CompileInputs, compile as compile_mesh},
+    compile::{Compiled, Compiler, Inputs as CompileInputs},
     diagnostics::{Diagnostic, Severity},
     ipam,
     members::Member,
@@ -65,6 +65,10 @@ pub enum Command {
         /// Directory for the NodePolicies (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Also list every other member in `auditPeers`, for agents run with
+        /// `--enforcement audit` (they install those as peers too).
+        #[arg(long)]
+        audit_peers: bool,
     },
     /// Print the CustomResourceDefinitions of the meshguard.io API as one YAML stream.
     Crds,
@@ -119,7 +123,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     match cli.command {
         Command::Validate { inputs } => validate::run(&inputs, out, err),
         Command::Check(args) => check::run(&args, out, err),
-        Command::Compile { inputs, out: dir } => compile::run(&inputs, &dir, out, err),
+        Command::Compile {
+            inputs,
+            out: dir,
+            audit_peers,
+        } => compile::run(&inputs, &dir, audit_peers, out, err),
         Command::Crds => {
             for (i, kind) in Kind::ALL.into_iter().enumerate() {
                 if i > 0 {
@@ -141,6 +149,15 @@ pub struct Prepared {
 /// Loads and compiles, printing bad input and warnings to `err`. `Err` holds
 /// the exit code when the input was bad.
 pub fn prepare(args: &InputArgs, err: &mut dyn Write) -> anyhow::Result<Result<Prepared, u8>> {
+    prepare_with(args, Compiler::default(), err)
+}
+
+/// [`prepare`] with a configured compiler.
+pub fn prepare_with(
+    args: &InputArgs,
+    mut compiler: Compiler,
+    err: &mut dyn Write,
+) -> anyhow::Result<Result<Prepared, u8>> {
     let loaded = match load(&args.files) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -159,7 +176,7 @@ pub fn prepare(args: &InputArgs, err: &mut dyn Write) -> anyhow::Result<Result<P
             return Ok(Err(exit::BAD_INPUT));
         }
     };
-    let compiled = compile_mesh(&CompileInputs {
+    let compiled = compiler.compile(&CompileInputs {
         members: &members,
         policies: &loaded.policies,
         chains: &loaded.chains,

@@ -78,6 +78,7 @@ pub struct Compiled {
     policy_starts: Vec<Option<usize>>,
     /// Policy name -> persistent number.
     policy_numbers: BTreeMap<String, u32>,
+    audit_peers: bool,
     reused_classes: usize,
     /// Each member's entry in its peers' NodePolicies.
     peer_entries: Vec<Peer>,
@@ -101,9 +102,17 @@ pub fn compile(inputs: &Inputs) -> Compiled {
 #[derive(Default)]
 pub struct Compiler {
     memo: Memo,
+    audit_peers: bool,
 }
 
 impl Compiler {
+    /// Also list, in each NodePolicy's `auditPeers`, every member that is
+    /// not a peer: agents in agent-wide audit mode install those too.
+    pub fn audit_peers(mut self, on: bool) -> Compiler {
+        self.audit_peers = on;
+        self
+    }
+
     pub fn compile(&mut self, inputs: &Inputs) -> Compiled {
         let memo = &mut self.memo;
         let mut members = inputs.members.to_vec();
@@ -253,6 +262,9 @@ impl Compiler {
                     .fold(Sum256::default(), |sum, c| sum.add(class_sums[c]))
             })
             .collect();
+        let all_sum = peer_digests
+            .iter()
+            .fold(Sum256::default(), |sum, d| sum.add(*d));
         let revisions = members
             .iter()
             .enumerate()
@@ -264,9 +276,14 @@ impl Compiler {
                 }
                 let chain_digests: Vec<[u8; 32]> =
                     member_chains[m].iter().map(|&c| chains[c].digest).collect();
+                // Everyone but its peers and itself.
+                let audit = self
+                    .audit_peers
+                    .then(|| all_sum.sub(peers).sub(peer_digests[m]));
                 revision(
                     &interface(member, inputs.listen_port, &routed[m]),
                     peers,
+                    audit,
                     &class_filters[class].digest,
                     &chain_digests,
                 )
@@ -285,6 +302,7 @@ impl Compiler {
             rule_sets,
             policy_starts,
             policy_numbers,
+            audit_peers: self.audit_peers,
             reused_classes,
             peer_entries,
             routed,
@@ -432,10 +450,21 @@ impl Compiled {
             .filter(|&other| other != m && peer_classes.contains(self.atoms.member_class[other]))
             .map(|other| self.peer_entries[other].clone())
             .collect();
+        let audit_peers: Vec<Peer> = if self.audit_peers {
+            (0..self.members.len())
+                .filter(|&other| {
+                    other != m && !peer_classes.contains(self.atoms.member_class[other])
+                })
+                .map(|other| self.peer_entries[other].clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some(NodePolicySpec {
             revision: self.revisions[m].clone(),
             interface: interface(member, self.listen_port, &self.routed[m]),
             peers,
+            audit_peers,
             address_sets: filters.sets.iter().map(|s| s.set.clone()).collect(),
             ingress: filters.rules(&self.policy_set, &self.rule_sets, Direction::Ingress, |r| {
                 self.position(r)

@@ -91,6 +91,7 @@ pub fn peer_digest(entry: &Peer) -> Sum256 {
 pub fn revision(
     interface: &InterfaceSpec,
     peers: Sum256,
+    audit_peers: Option<Sum256>,
     filters: &[u8; 32],
     chains: &[[u8; 32]],
 ) -> String {
@@ -98,6 +99,10 @@ pub fn revision(
     hasher.update(b"meshguard.io/v1alpha1 NodePolicy\n");
     hasher.update(Sha256::digest(to_json(interface)));
     hasher.update(peers.bytes());
+    if let Some(audit) = audit_peers {
+        hasher.update(b"audit");
+        hasher.update(audit.bytes());
+    }
     hasher.update(filters);
     hasher.update((chains.len() as u64).to_le_bytes());
     for chain in chains {

@@ -1,0 +1,164 @@
+//! Real traffic for the dataplane tests, run inside a node's namespaces:
+//! TCP and UDP echo servers, one-shot clients, a held TCP connection that
+//! reports any hiccup, and an HTTP GET for the agent's endpoints.
+//! Exit 0 means the traffic went through (or, for `serve`, ran until killed).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Echo lines on TCP ports and datagrams on UDP ports, until killed.
+    Serve {
+        #[arg(long, value_delimiter = ',')]
+        tcp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        udp: Vec<u16>,
+    },
+    /// Connect, send a line, expect it back.
+    Tcp {
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1500)]
+        timeout_ms: u64,
+    },
+    /// Send a datagram, expect it back.
+    Udp {
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1500)]
+        timeout_ms: u64,
+    },
+    /// Hold a TCP connection for `seconds`, a round trip every 100 ms; prints
+    /// "ready" once connected and fails at the first round trip that does not come back.
+    Hold {
+        to: SocketAddr,
+        #[arg(long)]
+        seconds: u64,
+    },
+    /// GET a URL on loopback; prints the status line and body.
+    Get { to: SocketAddr, path: String },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Serve { tcp, udp } => serve(&tcp, &udp),
+        Command::Tcp { to, timeout_ms } => tcp_once(to, Duration::from_millis(timeout_ms)),
+        Command::Udp { to, timeout_ms } => udp_once(to, Duration::from_millis(timeout_ms)),
+        Command::Hold { to, seconds } => hold(to, Duration::from_secs(seconds)),
+        Command::Get { to, path } => get(to, &path),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-probe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
+    let mut threads = Vec::new();
+    for &port in tcp {
+        let listener = TcpListener::bind(("0.0.0.0", port))?;
+        threads.push(std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut writer = match stream.try_clone() {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    };
+                    for line in BufReader::new(stream).lines() {
+                        let Ok(line) = line else { return };
+                        if writeln!(writer, "{line}").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }));
+    }
+    for &port in udp {
+        let socket = UdpSocket::bind(("0.0.0.0", port))?;
+        threads.push(std::thread::spawn(move || {
+            let mut buffer = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buffer) {
+                let _ = socket.send_to(&buffer[..n], from);
+            }
+        }));
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+fn tcp_once(to: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    let stream = TcpStream::connect_timeout(&to, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    round_trip(&stream, "probe")
+}
+
+fn round_trip(mut stream: &TcpStream, text: &str) -> std::io::Result<()> {
+    writeln!(stream, "{text}")?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    if line.trim_end() == text {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("echo was {line:?}")))
+    }
+}
+
+fn udp_once(to: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.send_to(b"probe", to)?;
+    let mut buffer = [0u8; 64];
+    let (n, from) = socket.recv_from(&mut buffer)?;
+    if &buffer[..n] == b"probe" && from == to {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("wrong echo"))
+    }
+}
+
+fn hold(to: SocketAddr, seconds: Duration) -> std::io::Result<()> {
+    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    round_trip(&stream, "0")?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    let started = Instant::now();
+    let mut n = 1u64;
+    while started.elapsed() < seconds {
+        std::thread::sleep(Duration::from_millis(100));
+        round_trip(&stream, &n.to_string()).map_err(|e| {
+            std::io::Error::other(format!("round trip {n} after {:?}: {e}", started.elapsed()))
+        })?;
+        n += 1;
+    }
+    Ok(())
+}
+
+fn get(to: SocketAddr, path: &str) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    println!("{}", head.lines().next().unwrap_or_default());
+    print!("{body}");
+    Ok(())
+}

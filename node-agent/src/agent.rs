@@ -1,0 +1,238 @@
+//! `meshguard-agent run`: the event loop around the [`Reconciler`].
+//!
+//! ```text
+//!  state file ─(inotify)─▶ updates ─┐
+//!  resync timer ────────────────────┼─▶ loop ─▶ Reconciler (blocking work) ─▶ status, metrics
+//!  SIGTERM / Ctrl-C ────────────────┘        stop: enforcement stays in place
+//! ```
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Instant,
+};
+
+use anyhow::Context;
+use meshguard_crds::{NodePolicyStatus, validation::Validator};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+
+use crate::{
+    backend::iptables::{apply::Iptables, render::Family},
+    cli::{Common, RunArgs, WireGuardMode},
+    http::{self, Shared},
+    keys::KeyPair,
+    metrics::{KindLabel, Metrics, ResultLabel},
+    netdev::Netdev,
+    reconcile::{Reconciler, Settings},
+    state::{self, Update},
+    status::{self, set_condition},
+    wireguard::{Device, kernel, uapi::Uapi},
+};
+
+/// The address families to enforce: IPv6 only where the kernel has it.
+pub fn families() -> Vec<Family> {
+    if Path::new("/proc/net/if_inet6").exists() {
+        vec![Family::V4, Family::V6]
+    } else {
+        vec![Family::V4]
+    }
+}
+
+/// The WireGuard device for the chosen mode.
+pub fn device(common: &Common) -> anyhow::Result<Box<dyn Device>> {
+    let kernel = match common.wireguard {
+        WireGuardMode::Kernel => true,
+        WireGuardMode::Uapi => false,
+        WireGuardMode::Auto => kernel::module_available(),
+    };
+    if kernel {
+        let device = kernel::WgTool::new(&common.interface);
+        device.ensure_interface()?;
+        tracing::info!(interface = %common.interface, "WireGuard: kernel module");
+        Ok(Box::new(device))
+    } else {
+        let socket = common.uapi_socket();
+        tracing::info!(socket = %socket.display(), "WireGuard: userspace daemon");
+        Ok(Box::new(Uapi::new(socket)))
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let keys = KeyPair::load_or_create(&args.private_key)?;
+    tracing::info!(node = %args.node, public_key = %keys.public_base64(), "starting");
+    let device = device(&args.common)?;
+    let settings = Settings {
+        interface: args.common.interface.clone(),
+        enforcement: args.enforcement,
+        nflog_group: args.nflog_group,
+        mesh_cidrs: args.common.mesh_cidrs.clone(),
+        persistent_keepalive: args.persistent_keepalive,
+    };
+    let netdev = Netdev {
+        interface: args.common.interface.clone(),
+        mtu: args.mtu,
+    };
+    let backend = Iptables::new(&args.common.interface, families());
+    let reconciler = Arc::new(Mutex::new(Reconciler::new(
+        settings, keys, device, netdev, backend,
+    )));
+
+    let mut registry = Registry::default();
+    let for_counters = reconciler.clone();
+    let metrics = Metrics::new(
+        &mut registry,
+        Arc::new(move || {
+            for_counters
+                .lock()
+                .ok()
+                .and_then(|mut r| r.counters().ok())
+                .unwrap_or_default()
+        }),
+    );
+    let shared = Arc::new(Shared {
+        registry,
+        ready: false.into(),
+    });
+    let address = args.metrics_listen;
+    let server = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(address, server).await {
+            tracing::error!(%address, error = %e, "metrics and health server stopped");
+        }
+    });
+
+    let (updates, mut incoming) = mpsc::channel(16);
+    let validator = Validator::new();
+    match state::file::read(&args.state_file, &args.node, &validator) {
+        Ok(spec) => updates.send(Update::State(Box::new(spec))).await?,
+        Err(e) if !args.state_file.exists() => {
+            tracing::info!(error = %e, "no desired state yet; waiting for the state file")
+        }
+        Err(e) => updates.send(Update::Rejected(e.to_string())).await?,
+    }
+    let _watcher = state::file::watch(args.state_file.clone(), args.node.clone(), updates.clone())
+        .context("watching the state file")?;
+
+    let mut status = NodePolicyStatus {
+        backend: Some("iptables".into()),
+        ..Default::default()
+    };
+    let mut resync = tokio::time::interval(args.resync_interval);
+    resync.tick().await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            Some(update) = incoming.recv() => match update {
+                Update::State(spec) => {
+                    if status.observed_revision.as_deref() == Some(spec.revision.as_str())
+                        && status::condition(&status, "Applied").is_some_and(|c| c.status == "True")
+                    {
+                        // Already enforced; a refused file before it is no longer the state.
+                        if status::condition(&status, "Degraded").is_some_and(|c| c.reason == "InvalidState") {
+                            set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "");
+                            write_status(&args, &status);
+                        }
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let worker = reconciler.clone();
+                    let revision = spec.revision.clone();
+                    let result = tokio::task::spawn_blocking(move || worker.lock().map_err(|_| anyhow::anyhow!("reconciler poisoned"))?.apply(&spec).map_err(anyhow::Error::from)).await?;
+                    metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+                    match result {
+                        Ok(report) => {
+                            metrics.applies.get_or_create(&ResultLabel { result: "ok" }).inc();
+                            metrics.peers.set(report.peers as i64);
+                            metrics.rules.set(report.rules as i64);
+                            tracing::info!(
+                                %revision, peers = report.peers, added = report.peers_added, removed = report.peers_removed,
+                                rules = report.rules, sets_written = report.changes.sets_written, rules_edited = report.changes.rules_edited,
+                                seconds = started.elapsed().as_secs_f64(), "applied"
+                            );
+                            status.observed_revision = Some(revision.clone());
+                            status.peers = Some(report.peers as i32);
+                            status.rules = Some(report.rules as i32);
+                            status.last_applied = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+                            let message = format!("revision {revision}: {} peers, {} rules", report.peers, report.rules);
+                            set_condition(&mut status.conditions, "Applied", true, "Applied", &message);
+                            if report.audit_without_peers {
+                                let message = "agent-wide audit, but the NodePolicy has no auditPeers (compile with --audit-peers): flows to members that are not peers are not observed";
+                                tracing::warn!(message);
+                                set_condition(&mut status.conditions, "Degraded", true, "AuditWithoutPeers", message);
+                            } else if report.unresolved.is_empty() {
+                                set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "");
+                            } else {
+                                let message = format!("endpoints not resolved (peers added without one): {}", report.unresolved.join(", "));
+                                tracing::warn!(%message);
+                                set_condition(&mut status.conditions, "Degraded", true, "EndpointsUnresolved", &message);
+                            }
+                            shared.ready.store(true, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            metrics.applies.get_or_create(&ResultLabel { result: "error" }).inc();
+                            tracing::error!(%revision, error = %e, "apply failed; the previous state stays enforced");
+                            set_condition(&mut status.conditions, "Applied", false, "ApplyFailed", &format!("revision {revision}: {e}; the previous state stays enforced"));
+                        }
+                    }
+                    write_status(&args, &status);
+                }
+                Update::Rejected(reason) => {
+                    metrics.rejected_states.inc();
+                    tracing::error!(%reason, "desired state refused; the previous state stays enforced");
+                    set_condition(&mut status.conditions, "Degraded", true, "InvalidState", &format!("{reason}; the previous state stays enforced"));
+                    write_status(&args, &status);
+                }
+            },
+            _ = resync.tick() => {
+                let worker = reconciler.clone();
+                let result = tokio::task::spawn_blocking(move || worker.lock().map_err(|_| anyhow::anyhow!("reconciler poisoned"))?.resync().map_err(anyhow::Error::from)).await?;
+                match result {
+                    Ok(repaired) => {
+                        for kind in repaired {
+                            metrics.drift_repairs.get_or_create(&KindLabel { kind }).inc();
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "resync failed"),
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    tracing::info!("stopping; WireGuard peers and rules stay in place");
+    Ok(())
+}
+
+fn write_status(args: &RunArgs, status: &NodePolicyStatus) {
+    if let Some(path) = &args.status_file
+        && let Err(e) = status::write_file(path, status)
+    {
+        tracing::error!(path = %path.display(), error = %e, "writing the status file");
+    }
+}
+
+/// `meshguard-agent teardown`.
+pub fn teardown(common: &Common) -> anyhow::Result<()> {
+    let mut backend = Iptables::new(&common.interface, families());
+    backend.teardown()?;
+    Netdev {
+        interface: common.interface.clone(),
+        mtu: 0,
+    }
+    .teardown()?;
+    let kernel = common.wireguard == WireGuardMode::Kernel
+        || (common.wireguard == WireGuardMode::Auto && kernel::module_available());
+    if kernel {
+        crate::command::run("ip", &["link", "del", "dev", &common.interface], None)?;
+    } else {
+        let mut device = Uapi::new(common.uapi_socket());
+        if let Ok(state) = device.get() {
+            let keys: Vec<[u8; 32]> = state.peers.iter().map(|p| p.public_key).collect();
+            device.remove_peers(&keys)?;
+        }
+        // The daemon owns the interface; its address is ours.
+        let _ = crate::command::run("ip", &["addr", "flush", "dev", &common.interface], None);
+    }
+    Ok(())
+}

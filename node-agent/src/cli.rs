@@ -1,0 +1,179 @@
+//! `meshguard-agent` flags. Every flag has an environment fallback
+//! (`MESHGUARD_<FLAG>`), for a DaemonSet's env and the downward API.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+use crate::backend::Enforcement;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshguard-agent",
+    version,
+    about = "The meshguard node agent: WireGuard peers and packet filter from a NodePolicy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Enforce the node's NodePolicy and keep enforcing it.
+    Run(Box<RunArgs>),
+    /// Print the node's WireGuard public key (creating the private key when missing).
+    Pubkey {
+        #[arg(
+            long,
+            env = "MESHGUARD_PRIVATE_KEY",
+            default_value = "/var/lib/meshguard/private.key"
+        )]
+        private_key: PathBuf,
+    },
+    /// Remove everything the agent created: peers, routes, chains, sets (and a kernel interface).
+    Teardown(TeardownArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WireGuardMode {
+    /// The kernel module when it is loaded, else the userspace daemon's socket.
+    Auto,
+    /// The kernel module, over netlink; the interface is created when missing.
+    Kernel,
+    /// A userspace daemon (boringtun, wireguard-go) started outside the agent.
+    Uapi,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// iptables + ipset.
+    Iptables,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// The mesh interface.
+    #[arg(long, env = "MESHGUARD_INTERFACE", default_value = "meshguard0", value_parser = interface_name)]
+    pub interface: String,
+    #[arg(long, env = "MESHGUARD_WIREGUARD", value_enum, default_value = "auto")]
+    pub wireguard: WireGuardMode,
+    /// The userspace daemon's socket (uapi mode).
+    #[arg(
+        long,
+        env = "MESHGUARD_UAPI_SOCKET",
+        value_name = "PATH",
+        default_value = "/var/run/wireguard/<interface>.sock"
+    )]
+    pub uapi_socket: String,
+    /// Address ranges reached only through the mesh (routed, and blackholed behind it).
+    #[arg(
+        long = "mesh-cidr",
+        env = "MESHGUARD_MESH_CIDR",
+        value_delimiter = ',',
+        default_value = "100.96.0.0/12"
+    )]
+    pub mesh_cidrs: Vec<IpNet>,
+    #[arg(long, env = "MESHGUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// This node's name: the NodePolicy it enforces.
+    #[arg(long, env = "MESHGUARD_NODE")]
+    pub node: String,
+    /// Read the desired state from this NodePolicy file, re-read on change.
+    #[arg(long, env = "MESHGUARD_STATE_FILE", value_name = "PATH")]
+    pub state_file: PathBuf,
+    /// Write the status here (file mode).
+    #[arg(long, env = "MESHGUARD_STATUS_FILE", value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
+    /// The WireGuard private key, created (mode 0600) when missing.
+    #[arg(
+        long,
+        env = "MESHGUARD_PRIVATE_KEY",
+        default_value = "/var/lib/meshguard/private.key"
+    )]
+    pub private_key: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(
+        long,
+        env = "MESHGUARD_BACKEND",
+        value_enum,
+        default_value = "iptables"
+    )]
+    pub backend: BackendKind,
+    /// `audit` counts and logs every rule's would-be verdict and drops nothing.
+    #[arg(
+        long,
+        env = "MESHGUARD_ENFORCEMENT",
+        value_enum,
+        default_value = "enforce"
+    )]
+    pub enforcement: Enforcement,
+    #[arg(long, env = "MESHGUARD_MTU", default_value_t = 1420)]
+    pub mtu: u16,
+    /// Seconds between keepalives to each peer (0: off); keeps NAT mappings open.
+    #[arg(long, env = "MESHGUARD_PERSISTENT_KEEPALIVE", default_value_t = 25)]
+    pub persistent_keepalive: u16,
+    /// How often to look for drift and repair it (`30s`, `2m`).
+    #[arg(long, env = "MESHGUARD_RESYNC_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub resync_interval: Duration,
+    #[arg(long, env = "MESHGUARD_METRICS_LISTEN", default_value = "0.0.0.0:9471")]
+    pub metrics_listen: SocketAddr,
+    /// The netlink group Log and Audit rules send packets to (NFLOG).
+    #[arg(long, env = "MESHGUARD_NFLOG_GROUP", default_value_t = 100)]
+    pub nflog_group: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct TeardownArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+impl Common {
+    pub fn uapi_socket(&self) -> PathBuf {
+        PathBuf::from(self.uapi_socket.replace("<interface>", &self.interface))
+    }
+}
+
+/// Linux interface names hold at most 15 characters.
+fn interface_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 15 || text.contains(['/', ' ']) {
+        return Err(format!(
+            "{text:?} is not an interface name (1 to 15 characters, no '/' or spaces)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// `30`, `30s`, `2m`, `1h`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?} is not a duration such as 30s")),
+    };
+    if seconds == 0 {
+        return Err("the interval must be at least one second".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}

@@ -1,0 +1,146 @@
+//! `/metrics`: what the agent did (applies, their duration, drift repairs,
+//! refused states), what it enforces (peers, rules), and per rule, read from
+//! the kernel at each scrape, packets and bytes labelled by policy, rule and
+//! direction — so every drop names its policy and rule.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        MetricType, counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+use crate::backend::iptables::{
+    apply::RuleCounter,
+    render::{CHAIN_IN, CHAIN_OUT},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    pub apply_seconds: Histogram,
+    pub applies: Family<ResultLabel, Counter>,
+    pub drift_repairs: Family<KindLabel, Counter>,
+    pub rejected_states: Counter,
+    pub peers: Gauge,
+    pub rules: Gauge,
+}
+
+impl Metrics {
+    /// The metrics, registered; `rule_counters` is asked at each scrape.
+    pub fn new(
+        registry: &mut Registry,
+        rule_counters: Arc<dyn Fn() -> Vec<RuleCounter> + Send + Sync>,
+    ) -> Arc<Metrics> {
+        let metrics = Metrics {
+            apply_seconds: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            applies: Family::default(),
+            drift_repairs: Family::default(),
+            rejected_states: Counter::default(),
+            peers: Gauge::default(),
+            rules: Gauge::default(),
+        };
+        let prefix = registry.sub_registry_with_prefix("meshguard_agent");
+        prefix.register(
+            "apply_duration_seconds",
+            "Time to apply a desired state",
+            metrics.apply_seconds.clone(),
+        );
+        prefix.register(
+            "applies",
+            "Applies of a desired state, by result",
+            metrics.applies.clone(),
+        );
+        prefix.register(
+            "drift_repairs",
+            "Drift found by a resync and repaired, by kind",
+            metrics.drift_repairs.clone(),
+        );
+        prefix.register(
+            "rejected_states",
+            "Desired states refused (corrupt, invalid, for another node)",
+            metrics.rejected_states.clone(),
+        );
+        prefix.register(
+            "peers",
+            "WireGuard peers on the interface",
+            metrics.peers.clone(),
+        );
+        prefix.register(
+            "rules",
+            "Packet-filter rules installed for policy rules",
+            metrics.rules.clone(),
+        );
+        registry.register_collector(Box::new(RuleCollector {
+            read: rule_counters,
+        }));
+        Arc::new(metrics)
+    }
+}
+
+/// Per-rule kernel counters, read at scrape time.
+struct RuleCollector {
+    read: Arc<dyn Fn() -> Vec<RuleCounter> + Send + Sync>,
+}
+
+impl std::fmt::Debug for RuleCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RuleCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    policy: String,
+    rule: String,
+    direction: &'static str,
+}
+
+impl Collector for RuleCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters = (self.read)();
+        for (name, help, bytes) in [
+            (
+                "meshguard_rule_packets",
+                "Packets that matched a rule (meshguard:* ids are the agent's own rules)",
+                false,
+            ),
+            ("meshguard_rule_bytes", "Bytes that matched a rule", true),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in &counters {
+                let (policy, rule) =
+                    c.id.split_once('/')
+                        .unwrap_or(("meshguard", c.id.trim_start_matches("meshguard:")));
+                let direction = match c.chain {
+                    CHAIN_IN => "ingress",
+                    CHAIN_OUT => "egress",
+                    _ => "guard",
+                };
+                let labels = RuleLabels {
+                    policy: policy.to_owned(),
+                    rule: rule.to_owned(),
+                    direction,
+                };
+                let value = ConstCounter::new(if bytes { c.bytes } else { c.packets });
+                value.encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! `--state-file`: a NodePolicy in a file (what `meshguard compile` writes),
+//! read at start and again whenever it changes (inotify on its directory, so
+//! an atomic replace is seen), and checked like the operator's output:
+//! schema, kind, and that it is for this node. A file that fails any check is
+//! refused and the previous state stays enforced.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use meshguard_crds::{API_VERSION, Kind, NodePolicy, NodePolicySpec, validation::Validator};
+use notify::{
+    EventKind, RecursiveMode, Watcher,
+    event::{AccessKind, AccessMode, ModifyKind},
+};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::Update;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {message}")]
+    Unreadable { path: String, message: String },
+    #[error("state file {path}: not valid YAML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("state file {path}: expected a {API_VERSION} NodePolicy, found {found}")]
+    NotNodePolicy { path: String, found: String },
+    #[error("state file {path}: NodePolicy/{name} is for another node (this is {node})")]
+    WrongNode {
+        path: String,
+        name: String,
+        node: String,
+    },
+    #[error("state file {path}: {problems}")]
+    Invalid { path: String, problems: String },
+}
+
+/// Reads and checks the state file.
+pub fn read(path: &Path, node: &str, validator: &Validator) -> Result<NodePolicySpec, StateError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StateError::Unreadable {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse(path, &text, node, validator)
+}
+
+/// Checks the text of the state file at `path`.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    node: &str,
+    validator: &Validator,
+) -> Result<NodePolicySpec, StateError> {
+    let shown = path.display().to_string();
+    let value: Value = serde_saphyr::from_str(text).map_err(|e| StateError::Syntax {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    let (api_version, kind) = (
+        value["apiVersion"].as_str().unwrap_or_default(),
+        value["kind"].as_str().unwrap_or_default(),
+    );
+    if api_version != API_VERSION || kind != "NodePolicy" {
+        return Err(StateError::NotNodePolicy {
+            path: shown,
+            found: format!("{api_version} {kind}").trim().to_owned(),
+        });
+    }
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name != node {
+        return Err(StateError::WrongNode {
+            path: shown,
+            name: name.to_owned(),
+            node: node.to_owned(),
+        });
+    }
+    if let Err(errors) = validator.validate(Kind::NodePolicy, &value) {
+        let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(StateError::Invalid {
+            path: shown,
+            problems: problems.join("; "),
+        });
+    }
+    let policy: NodePolicy = serde_json::from_value(meshguard_crds::validation::normalize(&value))
+        .map_err(|e| StateError::Invalid {
+            path: shown.clone(),
+            problems: e.to_string(),
+        })?;
+    if policy.spec.revision.is_empty() {
+        return Err(StateError::Invalid {
+            path: shown,
+            problems: "spec.revision: Required value".into(),
+        });
+    }
+    Ok(policy.spec)
+}
+
+/// Watches the file and sends an [`Update`] for every change. Keep the
+/// returned watcher alive for as long as updates should come.
+pub fn watch(
+    path: PathBuf,
+    node: String,
+    updates: mpsc::Sender<Update>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let file_name = path.file_name().map(|n| n.to_owned());
+    let validator = Validator::new();
+    // What was last read, so a burst of events for one change (write, close,
+    // rename) is one update.
+    let mut last: Option<String> = None;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if !changes_content(&event.kind)
+            || !event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == file_name.as_deref())
+        {
+            return;
+        }
+        // Let a burst of events (write, then rename) settle.
+        std::thread::sleep(Duration::from_millis(20));
+        let update = match std::fs::read_to_string(&path) {
+            Err(_) if !path.exists() => return, // removed: keep enforcing
+            Err(e) => Update::Rejected(
+                StateError::Unreadable {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                }
+                .to_string(),
+            ),
+            Ok(text) if last.as_deref() == Some(text.as_str()) => return,
+            Ok(text) => {
+                let update = match parse(&path, &text, &node, &validator) {
+                    Ok(spec) => Update::State(Box::new(spec)),
+                    Err(e) => Update::Rejected(e.to_string()),
+                };
+                last = Some(text);
+                update
+            }
+        };
+        let _ = updates.blocking_send(update);
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Only events that can change what the file holds. Reading the file raises
+/// access events too, and reacting to those would read it again, forever.
+fn changes_content(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}

@@ -1,0 +1,52 @@
+//! What the agent reports: a NodePolicy status (in file mode, written to
+//! `--status-file` atomically; in a cluster, to the NodePolicy).
+
+use std::path::Path;
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use meshguard_crds::NodePolicyStatus;
+
+/// Sets a condition, keeping its transition time when its status did not change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let now = Time(Timestamp::now());
+    match conditions.iter_mut().find(|c| c.type_ == kind) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+            }
+            c.status = status;
+            c.reason = reason.to_owned();
+            c.message = message.to_owned();
+        }
+        None => conditions.push(Condition {
+            type_: kind.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: now,
+            observed_generation: None,
+        }),
+    }
+}
+
+pub fn condition<'a>(status: &'a NodePolicyStatus, kind: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == kind)
+}
+
+/// Writes the status as YAML, replacing the file atomically.
+pub fn write_file(path: &Path, status: &NodePolicyStatus) -> std::io::Result<()> {
+    let text = serde_saphyr::to_string(status).map_err(std::io::Error::other)?;
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
+}
