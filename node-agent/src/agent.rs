@@ -25,8 +25,8 @@ use crate::{
     metrics::{KindLabel, Metrics, ResultLabel},
     netdev::Netdev,
     reconcile::{Reconciler, Settings},
-    state::{self, Update},
-    status::{self, set_condition},
+    state::{self, Update, kube::StatusWriter},
+    status::{self, Sink, set_condition},
     wireguard::{Device, kernel, uapi::Uapi},
 };
 
@@ -60,6 +60,7 @@ pub fn device(common: &Common) -> anyhow::Result<Box<dyn Device>> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let keys = KeyPair::load_or_create(&args.private_key)?;
+    let public_key = keys.public_base64();
     tracing::info!(node = %args.node, public_key = %keys.public_base64(), "starting");
     let device = device(&args.common)?;
     let settings = Settings {
@@ -103,21 +104,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let (updates, mut incoming) = mpsc::channel(16);
-    let validator = Validator::new();
-    match state::file::read(&args.state_file, &args.node, &validator) {
-        Ok(spec) => updates.send(Update::State(Box::new(spec))).await?,
-        Err(e) if !args.state_file.exists() => {
-            tracing::info!(error = %e, "no desired state yet; waiting for the state file")
-        }
-        Err(e) => updates.send(Update::Rejected(e.to_string())).await?,
-    }
-    let _watcher = state::file::watch(args.state_file.clone(), args.node.clone(), updates.clone())
-        .context("watching the state file")?;
+    let (sink, _watcher) = start_source(&args, public_key, updates).await?;
 
     let mut status = NodePolicyStatus {
         backend: Some("iptables".into()),
         ..Default::default()
     };
+    let mut status_written = true;
     let mut resync = tokio::time::interval(args.resync_interval);
     resync.tick().await;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -131,9 +124,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         // Already enforced; a refused file before it is no longer the state.
                         if status::condition(&status, "Degraded").is_some_and(|c| c.reason == "InvalidState") {
                             set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "");
-                            write_status(&args, &status);
+                            status_written = write_status(&sink, &status).await;
                         }
                         continue;
+                    }
+                    if args.state_file.is_none() && spec.interface.listen_port != i32::from(args.listen_port) {
+                        tracing::warn!(
+                            listen_port = spec.interface.listen_port, registered = args.listen_port,
+                            "the NodePolicy's listen port differs from the one registered in the MeshNode (--listen-port): peers will miss"
+                        );
                     }
                     let started = Instant::now();
                     let worker = reconciler.clone();
@@ -175,16 +174,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                             set_condition(&mut status.conditions, "Applied", false, "ApplyFailed", &format!("revision {revision}: {e}; the previous state stays enforced"));
                         }
                     }
-                    write_status(&args, &status);
+                    status_written = write_status(&sink, &status).await;
                 }
                 Update::Rejected(reason) => {
                     metrics.rejected_states.inc();
                     tracing::error!(%reason, "desired state refused; the previous state stays enforced");
                     set_condition(&mut status.conditions, "Degraded", true, "InvalidState", &format!("{reason}; the previous state stays enforced"));
-                    write_status(&args, &status);
+                    status_written = write_status(&sink, &status).await;
                 }
             },
             _ = resync.tick() => {
+                if !status_written {
+                    status_written = write_status(&sink, &status).await;
+                }
                 let worker = reconciler.clone();
                 let result = tokio::task::spawn_blocking(move || worker.lock().map_err(|_| anyhow::anyhow!("reconciler poisoned"))?.resync().map_err(anyhow::Error::from)).await?;
                 match result {
@@ -204,11 +206,61 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_status(args: &RunArgs, status: &NodePolicyStatus) {
-    if let Some(path) = &args.status_file
-        && let Err(e) = status::write_file(path, status)
-    {
-        tracing::error!(path = %path.display(), error = %e, "writing the status file");
+/// Starts the state source: the state file, or the Kubernetes API (the
+/// NodePolicy watch and the MeshNode registration). Returns where the status
+/// goes and, in file mode, the watcher to keep alive.
+async fn start_source(
+    args: &RunArgs,
+    public_key: String,
+    updates: mpsc::Sender<Update>,
+) -> anyhow::Result<(Sink, Option<notify::RecommendedWatcher>)> {
+    if let Some(path) = &args.state_file {
+        match state::file::read(path, &args.node, &Validator::new()) {
+            Ok(spec) => updates.send(Update::State(Box::new(spec))).await?,
+            Err(e) if !path.exists() => {
+                tracing::info!(error = %e, "no desired state yet; waiting for the state file")
+            }
+            Err(e) => updates.send(Update::Rejected(e.to_string())).await?,
+        }
+        let watcher = state::file::watch(path.clone(), args.node.clone(), updates)
+            .context("watching the state file")?;
+        let sink = args.status_file.clone().map_or(Sink::Log, Sink::File);
+        return Ok((sink, Some(watcher)));
+    }
+    let client = kube::Client::try_default().await.context(
+        "connecting to the Kubernetes API (in-cluster service account or KUBECONFIG); outside a cluster, use --state-file",
+    )?;
+    let registration = state::kube::Registration {
+        node: args.node.clone(),
+        public_key,
+        endpoint: args.endpoint(),
+    };
+    if registration.endpoint.is_none() {
+        tracing::warn!(
+            "no --node-ip: MeshNode/{} gets no endpoint, so peers cannot start connections to it",
+            args.node
+        );
+    }
+    tokio::spawn(state::kube::keep_registered(client.clone(), registration));
+    tokio::spawn(state::kube::watch_policy(
+        client.clone(),
+        args.node.clone(),
+        updates,
+    ));
+    Ok((
+        Sink::Kube(Box::new(StatusWriter::new(&client, &args.node))),
+        None,
+    ))
+}
+
+/// Writes the status; false when it could not (the next resync tries again).
+async fn write_status(sink: &Sink, status: &NodePolicyStatus) -> bool {
+    match sink.write(status).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "status not written; retrying at the next resync");
+            false
+        }
     }
 }
 

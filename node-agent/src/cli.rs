@@ -90,12 +90,38 @@ pub struct RunArgs {
     /// This node's name: the NodePolicy it enforces.
     #[arg(long, env = "MESHGUARD_NODE")]
     pub node: String,
-    /// Read the desired state from this NodePolicy file, re-read on change.
+    /// Read the desired state from this NodePolicy file, re-read on change,
+    /// instead of from the Kubernetes API (machines outside the cluster).
     #[arg(long, env = "MESHGUARD_STATE_FILE", value_name = "PATH")]
-    pub state_file: PathBuf,
+    pub state_file: Option<PathBuf>,
     /// Write the status here (file mode).
-    #[arg(long, env = "MESHGUARD_STATUS_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "MESHGUARD_STATUS_FILE",
+        value_name = "PATH",
+        requires = "state_file"
+    )]
     pub status_file: Option<PathBuf>,
+    /// This node's address for peers, registered in MeshNode/<node> as the
+    /// endpoint with `--listen-port` (Kubernetes mode; the downward API's
+    /// status.hostIP). Without it the member has no endpoint: it only
+    /// connects out.
+    #[arg(
+        long,
+        env = "MESHGUARD_NODE_IP",
+        value_name = "IP",
+        conflicts_with = "state_file"
+    )]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The WireGuard port registered in MeshNode/<node> (Kubernetes mode).
+    /// The interface listens on the NodePolicy's `interface.listenPort`.
+    #[arg(
+        long,
+        env = "MESHGUARD_LISTEN_PORT",
+        default_value_t = 51820,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub listen_port: u16,
     /// The WireGuard private key, created (mode 0600) when missing.
     #[arg(
         long,
@@ -139,6 +165,14 @@ pub struct RunArgs {
 pub struct TeardownArgs {
     #[command(flatten)]
     pub common: Common,
+}
+
+impl RunArgs {
+    /// `ip:port` of this node for MeshNode/<node>, IPv6 in brackets.
+    pub fn endpoint(&self) -> Option<String> {
+        self.node_ip
+            .map(|ip| SocketAddr::new(ip, self.listen_port).to_string())
+    }
 }
 
 impl Common {

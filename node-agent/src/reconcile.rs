@@ -31,7 +31,7 @@ use crate::{
     command::CommandError,
     keys::KeyPair,
     netdev::{Netdev, Route},
-    wireguard::{Device, PeerConfig, WireGuardError, diff},
+    wireguard::{Device, PeerConfig, WireGuardError, diff, handshake},
 };
 
 /// Agent-wide settings that shape how a NodePolicy is applied.
@@ -231,6 +231,17 @@ impl Reconciler {
         let peer_plan = diff::plan(&device_state.peers, &self.asked, &plan.peers);
         self.device.remove_peers(&peer_plan.remove)?;
         self.device.add_peers(&peer_plan.add)?;
+        // Peers this side forgot (changed, or removed behind our back) and
+        // the other side still has a session with.
+        let readded: Vec<&PeerConfig> = peer_plan
+            .add
+            .iter()
+            .filter(|p| {
+                peer_plan.remove.contains(&p.public_key)
+                    || self.asked.iter().any(|a| a.public_key == p.public_key)
+            })
+            .collect();
+        handshake::start(&hosts(&readded));
         self.asked = plan.peers.clone();
         Ok(Report {
             peers: plan.peers.len(),
@@ -317,6 +328,7 @@ impl Reconciler {
                 );
                 self.device.remove_peers(&peers.remove)?;
                 self.device.add_peers(&peers.add)?;
+                handshake::start(&hosts(&peers.add.iter().collect::<Vec<_>>()));
                 repaired.push("peers");
             }
             Ok(())
@@ -356,4 +368,17 @@ fn resolve(endpoint: &str) -> Option<SocketAddr> {
         .parse()
         .ok()
         .or_else(|| endpoint.to_socket_addrs().ok()?.next())
+}
+
+/// Each peer's own address: the first host route among its allowed IPs.
+fn hosts(peers: &[&PeerConfig]) -> Vec<IpAddr> {
+    peers
+        .iter()
+        .filter_map(|p| {
+            p.allowed_ips
+                .iter()
+                .find(|n| n.prefix_len() == n.max_prefix_len())
+                .map(IpNet::addr)
+        })
+        .collect()
 }

@@ -1,13 +1,47 @@
 //! What the agent reports: a NodePolicy status (in file mode, written to
 //! `--status-file` atomically; in a cluster, to the NodePolicy).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use meshguard_crds::NodePolicyStatus;
+
+use crate::state::kube::{KubeError, StatusWriter};
+
+/// Where the status goes.
+pub enum Sink {
+    /// File mode without `--status-file`: the log is the only report.
+    Log,
+    File(PathBuf),
+    Kube(Box<StatusWriter>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("writing the status file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+}
+
+impl Sink {
+    pub async fn write(&self, status: &NodePolicyStatus) -> Result<(), SinkError> {
+        match self {
+            Sink::Log => Ok(()),
+            Sink::File(path) => write_file(path, status).map_err(|source| SinkError::File {
+                path: path.display().to_string(),
+                source,
+            }),
+            Sink::Kube(writer) => Ok(writer.write(status).await?),
+        }
+    }
+}
 
 /// Sets a condition, keeping its transition time when its status did not change.
 pub fn set_condition(

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use meshguard_crds::{API_VERSION, Kind, NodePolicy, NodePolicySpec, validation::Validator};
+use meshguard_crds::{NodePolicySpec, validation::Validator};
 use notify::{
     EventKind, RecursiveMode, Watcher,
     event::{AccessKind, AccessMode, ModifyKind},
@@ -17,30 +17,12 @@ use notify::{
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::Update;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("state file {path}: {message}")]
-    Unreadable { path: String, message: String },
-    #[error("state file {path}: not valid YAML: {message}")]
-    Syntax { path: String, message: String },
-    #[error("state file {path}: expected a {API_VERSION} NodePolicy, found {found}")]
-    NotNodePolicy { path: String, found: String },
-    #[error("state file {path}: NodePolicy/{name} is for another node (this is {node})")]
-    WrongNode {
-        path: String,
-        name: String,
-        node: String,
-    },
-    #[error("state file {path}: {problems}")]
-    Invalid { path: String, problems: String },
-}
+use super::{StateError, Update, check};
 
 /// Reads and checks the state file.
 pub fn read(path: &Path, node: &str, validator: &Validator) -> Result<NodePolicySpec, StateError> {
     let text = std::fs::read_to_string(path).map_err(|e| StateError::Unreadable {
-        path: path.display().to_string(),
+        origin: origin(path),
         message: e.to_string(),
     })?;
     parse(path, &text, node, validator)
@@ -53,51 +35,16 @@ pub fn parse(
     node: &str,
     validator: &Validator,
 ) -> Result<NodePolicySpec, StateError> {
-    let shown = path.display().to_string();
+    let origin = origin(path);
     let value: Value = serde_saphyr::from_str(text).map_err(|e| StateError::Syntax {
-        path: shown.clone(),
+        origin: origin.clone(),
         message: e.to_string(),
     })?;
-    let (api_version, kind) = (
-        value["apiVersion"].as_str().unwrap_or_default(),
-        value["kind"].as_str().unwrap_or_default(),
-    );
-    if api_version != API_VERSION || kind != "NodePolicy" {
-        return Err(StateError::NotNodePolicy {
-            path: shown,
-            found: format!("{api_version} {kind}").trim().to_owned(),
-        });
-    }
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if name != node {
-        return Err(StateError::WrongNode {
-            path: shown,
-            name: name.to_owned(),
-            node: node.to_owned(),
-        });
-    }
-    if let Err(errors) = validator.validate(Kind::NodePolicy, &value) {
-        let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return Err(StateError::Invalid {
-            path: shown,
-            problems: problems.join("; "),
-        });
-    }
-    let policy: NodePolicy = serde_json::from_value(meshguard_crds::validation::normalize(&value))
-        .map_err(|e| StateError::Invalid {
-            path: shown.clone(),
-            problems: e.to_string(),
-        })?;
-    if policy.spec.revision.is_empty() {
-        return Err(StateError::Invalid {
-            path: shown,
-            problems: "spec.revision: Required value".into(),
-        });
-    }
-    Ok(policy.spec)
+    check(&origin, &value, node, validator)
+}
+
+fn origin(path: &Path) -> String {
+    format!("state file {}", path.display())
 }
 
 /// Watches the file and sends an [`Update`] for every change. Keep the
@@ -133,7 +80,7 @@ pub fn watch(
             Err(_) if !path.exists() => return, // removed: keep enforcing
             Err(e) => Update::Rejected(
                 StateError::Unreadable {
-                    path: path.display().to_string(),
+                    origin: origin(&path),
                     message: e.to_string(),
                 }
                 .to_string(),

@@ -6,6 +6,7 @@
 //! kernel module (`kernel`). Stopping the agent changes nothing on the wire.
 
 pub mod diff;
+pub mod handshake;
 pub mod kernel;
 pub mod uapi;
 

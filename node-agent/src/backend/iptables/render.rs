@@ -9,7 +9,7 @@ use meshguard_crds::{
     node_policy::{ALL_ADDRESSES, AddressSet, FilterRule},
 };
 
-use crate::backend::Enforcement;
+use crate::{backend::Enforcement, wireguard::handshake};
 
 pub const CHAIN_IN: &str = "MESHGUARD-IN";
 pub const CHAIN_OUT: &str = "MESHGUARD-OUT";
@@ -22,6 +22,7 @@ pub const NOT_OURS: &str = "meshguard:not-ours";
 pub const DEFAULT_DENY: &str = "meshguard:default-deny";
 pub const LEAK: &str = "meshguard:leak";
 pub const LOCAL: &str = "meshguard:local";
+pub const HANDSHAKE: &str = "meshguard:handshake";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
@@ -225,6 +226,14 @@ pub fn render(spec: &NodePolicySpec, options: &Options) -> Rendered {
                 false,
                 options,
             );
+            if chain == CHAIN_OUT {
+                // The agent's own handshake starter; see wireguard::handshake.
+                rules.push(format!(
+                    "-p udp -m mark --mark {:#x} -m udp --dport {} -m comment --comment \"{HANDSHAKE}\" -j ACCEPT",
+                    handshake::MARK,
+                    handshake::PORT
+                ));
+            }
             for rule in list.iter() {
                 let Some(matches) = rule_matches(rule, family, remote_dir, local_dir, &present)
                 else {

@@ -1,0 +1,354 @@
+//! The agent's Kubernetes edge against a mocked API server (tower-test, as in
+//! kube-rs' controller-rs): the exact requests it makes, the bodies it
+//! applies, and what it makes of the NodePolicies it is sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::{path::Path, time::Duration};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::{Client, client::Body};
+use meshguard_agent::state::{
+    Update,
+    kube::{Registration, StatusWriter, keep_registered, register, watch_policy},
+};
+use meshguard_crds::NodePolicyStatus;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tower_test::mock::{self, Handle};
+
+type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+const KEY: &str = "fKsODqzo3qsW3lBIzTr3fWDS1vnIF7bqD6Fxr+vS6Uo=";
+const MESH_NODES: &str = "/apis/meshguard.io/v1alpha1/meshnodes";
+const NODE_POLICIES: &str = "/apis/meshguard.io/v1alpha1/nodepolicies";
+
+fn mock_client() -> (Client, ApiServer) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), handle)
+}
+
+fn respond(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+fn not_found(what: &str) -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{what} not found") })
+}
+
+/// The next request, with its query parameters and JSON body.
+async fn next(
+    server: &mut ApiServer,
+) -> (
+    Request<()>,
+    Vec<(String, String)>,
+    Value,
+    mock::SendResponse<Response<Body>>,
+) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), server.next_request())
+        .await
+        .expect("no request within 5 s")
+        .expect("the client went away");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let query = parts.uri.query().map(url_pairs).unwrap_or_default();
+    (Request::from_parts(parts, ()), query, body, send)
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.to_owned(), v.replace("%3D", "=").replace("%2F", "/"))
+        })
+        .collect()
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn node(name: &str, uid: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name, "uid": uid } })
+}
+
+/// db-1's NodePolicy as the operator writes it for `examples/`, with the
+/// metadata an API server adds.
+fn node_policy(resource_version: &str) -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../operator/tests/golden/examples/db-1.yaml");
+    let mut policy: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    policy["metadata"] = json!({
+        "name": "db-1",
+        "uid": "0b6f9a9e-4c43-4b8e-9d3c-1f0f2e6c1a11",
+        "resourceVersion": resource_version,
+        "generation": 3,
+        "creationTimestamp": "2026-11-23T10:00:00Z",
+        "ownerReferences": [{ "apiVersion": "meshguard.io/v1alpha1", "kind": "MeshNode", "name": "db-1", "uid": "5d1c2b7e-0f44-4d8f-a2c1-7b9e3f0d6a22" }],
+        "managedFields": [{ "manager": "meshguard-operator", "operation": "Apply", "apiVersion": "meshguard.io/v1alpha1", "fieldsType": "FieldsV1", "fieldsV1": { "f:spec": {} } }],
+    });
+    policy
+}
+
+/// Answers the MeshNode registration: the Node's uid, then the apply.
+/// Returns the applied body.
+async fn serve_registration(server: &mut ApiServer, uid: &str) -> Value {
+    let (request, _, _, send) = next(server).await;
+    assert_eq!(
+        (request.method(), request.uri().path()),
+        (&Method::GET, "/api/v1/nodes/db-1")
+    );
+    send.send_response(respond(StatusCode::OK, &node("db-1", uid)));
+    let (request, query, body, send) = next(server).await;
+    assert_eq!(
+        (request.method(), request.uri().path()),
+        (&Method::PATCH, "/apis/meshguard.io/v1alpha1/meshnodes/db-1")
+    );
+    assert_eq!(
+        request.headers()["content-type"],
+        "application/apply-patch+yaml"
+    );
+    assert_eq!(
+        (param(&query, "fieldManager"), param(&query, "force")),
+        (Some("meshguard-agent"), Some("true"))
+    );
+    send.send_response(respond(StatusCode::OK, &body));
+    body
+}
+
+fn registration() -> Registration {
+    Registration {
+        node: "db-1".into(),
+        public_key: KEY.into(),
+        endpoint: Some("10.0.0.7:51820".into()),
+    }
+}
+
+#[tokio::test]
+async fn registration_applies_the_mesh_node_owned_by_its_node() {
+    let (client, mut server) = mock_client();
+    let api = tokio::spawn(async move { serve_registration(&mut server, "9f1c").await });
+    register(&client, &registration()).await.unwrap();
+    let applied = api.await.unwrap();
+    assert_eq!(
+        applied,
+        json!({
+            "apiVersion": "meshguard.io/v1alpha1",
+            "kind": "MeshNode",
+            "metadata": { "name": "db-1", "ownerReferences": [{ "apiVersion": "v1", "kind": "Node", "name": "db-1", "uid": "9f1c" }] },
+            "spec": { "publicKey": KEY, "endpoint": "10.0.0.7:51820" },
+        }),
+        "only the agent's fields: labels and meshIP stay with their owners"
+    );
+}
+
+#[test]
+fn a_member_without_an_endpoint_registers_none() {
+    let mut behind_nat = registration();
+    behind_nat.endpoint = None;
+    let body = behind_nat.apply_body("9f1c");
+    assert_eq!(body["spec"], json!({ "publicKey": KEY }));
+}
+
+#[tokio::test]
+async fn registration_without_the_node_says_what_to_fix() {
+    let (client, mut server) = mock_client();
+    let api = tokio::spawn(async move {
+        let (request, _, _, send) = next(&mut server).await;
+        assert_eq!(request.uri().path(), "/api/v1/nodes/db-1");
+        send.send_response(respond(StatusCode::NOT_FOUND, &not_found("nodes \"db-1\"")));
+        server
+    });
+    let error = register(&client, &registration())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("Node/db-1 not found") && error.contains("--node"),
+        "{error}"
+    );
+    let mut server = api.await.unwrap();
+    // Nothing was applied after the failed lookup.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), server.next_request())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_mesh_node_is_registered_again() {
+    let (client, mut server) = mock_client();
+    let agent = tokio::spawn(keep_registered(client, registration()));
+    let applied = serve_registration(&mut server, "9f1c").await;
+
+    // The watch: the initial list holds the MeshNode as applied, then it is deleted.
+    let (request, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (request.method(), request.uri().path()),
+        (&Method::GET, MESH_NODES)
+    );
+    assert_eq!(param(&query, "fieldSelector"), Some("metadata.name=db-1"));
+    let mut existing = applied.clone();
+    existing["metadata"]["resourceVersion"] = json!("7");
+    send.send_response(respond(StatusCode::OK, &json!({ "apiVersion": "meshguard.io/v1alpha1", "kind": "MeshNodeList", "metadata": { "resourceVersion": "7" }, "items": [existing] })));
+    let (request, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (
+            request.uri().path(),
+            param(&query, "watch"),
+            param(&query, "resourceVersion")
+        ),
+        (MESH_NODES, Some("true"), Some("7"))
+    );
+    let deleted = json!({ "type": "DELETED", "object": existing });
+    send.send_response(Response::new(Body::from(
+        format!("{deleted}\n").into_bytes(),
+    )));
+
+    let reapplied = serve_registration(&mut server, "9f1c").await;
+    assert_eq!(reapplied, applied);
+    agent.abort();
+}
+
+#[tokio::test]
+async fn the_policy_watch_selects_this_node_and_checks_what_arrives() {
+    let (client, mut server) = mock_client();
+    let (updates, mut received) = mpsc::channel(8);
+    let agent = tokio::spawn(watch_policy(client, "db-1".into(), updates));
+
+    // The initial list: one item, without apiVersion and kind as lists may send it.
+    let (request, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (request.method(), request.uri().path()),
+        (&Method::GET, NODE_POLICIES)
+    );
+    assert_eq!(param(&query, "fieldSelector"), Some("metadata.name=db-1"));
+    let mut listed = node_policy("10");
+    let expected_revision = listed["spec"]["revision"].as_str().unwrap().to_owned();
+    listed
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| k != "apiVersion" && k != "kind");
+    send.send_response(respond(StatusCode::OK, &json!({ "apiVersion": "meshguard.io/v1alpha1", "kind": "NodePolicyList", "metadata": { "resourceVersion": "10" }, "items": [listed] })));
+    match received.recv().await.unwrap() {
+        Update::State(spec) => assert_eq!(spec.revision, expected_revision),
+        Update::Rejected(why) => panic!("a good NodePolicy was refused: {why}"),
+    }
+
+    // Then a broken version (refused, with the reason) and a good one again.
+    let (request, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (
+            request.uri().path(),
+            param(&query, "watch"),
+            param(&query, "resourceVersion")
+        ),
+        (NODE_POLICIES, Some("true"), Some("10"))
+    );
+    let mut broken = node_policy("11");
+    broken["spec"].as_object_mut().unwrap().remove("interface");
+    let mut fixed = node_policy("12");
+    fixed["spec"]["revision"] = json!("0123456789abcdef");
+    let events = [
+        json!({ "type": "MODIFIED", "object": broken }),
+        json!({ "type": "MODIFIED", "object": fixed }),
+    ];
+    let stream: String = events.iter().map(|e| format!("{e}\n")).collect();
+    send.send_response(Response::new(Body::from(stream.into_bytes())));
+    match received.recv().await.unwrap() {
+        Update::Rejected(why) => assert!(
+            why.starts_with("NodePolicy/db-1: ") && why.contains("spec.interface: Required value"),
+            "{why}"
+        ),
+        Update::State(_) => panic!("a NodePolicy without an interface was accepted"),
+    }
+    match received.recv().await.unwrap() {
+        Update::State(spec) => assert_eq!(spec.revision, "0123456789abcdef"),
+        Update::Rejected(why) => panic!("{why}"),
+    }
+    agent.abort();
+}
+
+#[tokio::test]
+async fn status_is_written_with_server_side_apply() {
+    let (client, mut server) = mock_client();
+    let writer = StatusWriter::new(&client, "db-1");
+    let status = NodePolicyStatus {
+        observed_revision: Some("a61bfd976179e6b6".into()),
+        backend: Some("iptables".into()),
+        peers: Some(7),
+        rules: Some(12),
+        ..Default::default()
+    };
+    let api = tokio::spawn(async move {
+        let (request, query, body, send) = next(&mut server).await;
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (
+                &Method::PATCH,
+                "/apis/meshguard.io/v1alpha1/nodepolicies/db-1/status"
+            )
+        );
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/apply-patch+yaml"
+        );
+        assert_eq!(
+            (param(&query, "fieldManager"), param(&query, "force")),
+            (Some("meshguard-agent"), Some("true"))
+        );
+        let mut answer = node_policy("13");
+        answer["status"] = body["status"].clone();
+        send.send_response(respond(StatusCode::OK, &answer));
+        body
+    });
+    writer.write(&status).await.unwrap();
+    let body = api.await.unwrap();
+    assert_eq!(body["apiVersion"], "meshguard.io/v1alpha1");
+    assert_eq!(
+        (body["kind"].as_str(), body["metadata"]["name"].as_str()),
+        (Some("NodePolicy"), Some("db-1"))
+    );
+    assert_eq!(
+        body["status"],
+        json!({ "observedRevision": "a61bfd976179e6b6", "backend": "iptables", "peers": 7, "rules": 12 })
+    );
+    assert!(body.get("spec").is_none(), "the spec is the operator's");
+}
+
+#[tokio::test]
+async fn a_failed_status_write_names_the_object() {
+    let (client, mut server) = mock_client();
+    let writer = StatusWriter::new(&client, "db-1");
+    let api = tokio::spawn(async move {
+        let (_, _, _, send) = next(&mut server).await;
+        send.send_response(respond(
+            StatusCode::NOT_FOUND,
+            &not_found("nodepolicies.meshguard.io \"db-1\""),
+        ));
+    });
+    let error = writer
+        .write(&NodePolicyStatus::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    api.await.unwrap();
+    assert!(
+        error.contains("NodePolicy/db-1") && error.contains("not found"),
+        "{error}"
+    );
+}
