@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export MESHGUARD_VENV ?= $(CURDIR)/.venv
+CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: help deps test lint fmt crds bench
 
@@ -26,6 +27,8 @@ fmt: ## Format the code
 crds: ## Regenerate crds/*.yaml and their copies from the Rust types
 	$(CARGO) run -q -p meshguard-crds --bin crdgen
 
-bench: ## Benchmarks: criterion, then the figures recorded in docs/benchmarks.md
+bench: deps ## Benchmarks: compiler (criterion + figures), then the agent's dataplane (root); docs/benchmarks.md
 	$(CARGO) bench -p meshguard-operator --bench compile
 	$(CARGO) run --release -q -p meshguard-operator --example compile_scale
+	$(CARGO) build --release -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins
+	$(CARGO_TARGET)/release/dataplane-bench

@@ -21,3 +21,4 @@
 
 pub mod mesh;
 pub mod netns;
+pub mod workload;

@@ -60,11 +60,21 @@ pub struct Mesh {
     daemon_bin: PathBuf,
     /// Mesh IPs from the last compile: tests overwrite state files with junk.
     mesh_ips: std::cell::RefCell<BTreeMap<String, String>>,
+    daemon_threads: Option<u16>,
 }
 
 impl Mesh {
     /// Nodes by name and labels, each with its namespaces and WireGuard daemon.
     pub fn new(nodes: &[(&str, &[(&str, &str)])]) -> anyhow::Result<Mesh> {
+        Mesh::with_daemon_threads(nodes, None)
+    }
+
+    /// [`Mesh::new`] with boringtun's worker threads set (its default is 4;
+    /// on a 2-core machine one per daemon makes throughput steadier).
+    pub fn with_daemon_threads(
+        nodes: &[(&str, &[(&str, &str)])],
+        daemon_threads: Option<u16>,
+    ) -> anyhow::Result<Mesh> {
         if host("id", &["-u"]).map(|u| u.trim() != "0").unwrap_or(true) {
             bail!("the dataplane tests need root and network namespaces (CI runs them as root)");
         }
@@ -85,6 +95,7 @@ impl Mesh {
             probe_bin: binary("mesh-probe")?,
             daemon_bin: program("boringtun-cli")?,
             mesh_ips: Default::default(),
+            daemon_threads,
         };
         // From here on, Drop cleans up whatever was made.
         netns::private_mount_dir(&mesh.mounts)?;
@@ -206,11 +217,14 @@ impl Mesh {
     pub fn start_daemon(&mut self, name: &str) -> anyhow::Result<()> {
         let log = self.log(&format!("{name}-boringtun"))?;
         let ns = self.node(name).ns.clone();
+        let threads = self.daemon_threads.map(|t| t.to_string());
+        let mut args = vec!["--foreground", "--disable-drop-privileges"];
+        if let Some(threads) = &threads {
+            args.extend(["--threads", threads.as_str()]);
+        }
+        args.push("meshguard0");
         let child = ns
-            .command(
-                &self.daemon_bin.display().to_string(),
-                &["--foreground", "--disable-drop-privileges", "meshguard0"],
-            )
+            .command(&self.daemon_bin.display().to_string(), &args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -310,6 +324,20 @@ impl Mesh {
         self.revisions()
     }
 
+    /// Writes a NodePolicy straight into the node's state file (atomically,
+    /// as `meshguard compile` would): for workloads no MeshPolicy describes.
+    pub fn write_state(&self, name: &str, policy: &NodePolicy) -> anyhow::Result<()> {
+        let path = self.state_file(name);
+        std::fs::create_dir_all(path.parent().context("state dir")?)?;
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, serde_saphyr::to_string(policy)?)?;
+        std::fs::rename(&temporary, &path)?;
+        self.mesh_ips
+            .borrow_mut()
+            .insert(name.to_owned(), policy.spec.interface.mesh_ip.clone());
+        Ok(())
+    }
+
     pub fn revisions(&self) -> anyhow::Result<BTreeMap<String, String>> {
         self.nodes
             .iter()
@@ -357,14 +385,16 @@ impl Mesh {
             name,
             "--wireguard",
             "uapi",
-            "--resync-interval",
-            "1s",
             "--metrics-listen",
             "127.0.0.1:9471",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Tests want drift found fast; `extra` may choose otherwise.
+        if !extra.contains(&"--resync-interval") {
+            args.extend(["--resync-interval".to_owned(), "1s".to_owned()]);
+        }
         for (flag, path) in [
             ("--state-file", &state),
             ("--status-file", &status),
@@ -520,6 +550,38 @@ impl Mesh {
         Ok(())
     }
 
+    /// Starts a program in the node's namespaces, stopped with the mesh.
+    pub fn spawn(&mut self, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let child = self
+            .node(name)
+            .ns
+            .command(program, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.node_mut(name).probes.push(child);
+        Ok(())
+    }
+
+    /// The agent's peak resident memory (VmHWM), in KiB.
+    pub fn agent_peak_kib(&self, name: &str) -> Option<u64> {
+        let pid = self.node(name).agent.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// What the node's agent has logged so far.
+    pub fn agent_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}-agent.log"))).unwrap_or_default()
+    }
+
     /// Runs mesh-probe on a node; true when the traffic went through.
     pub fn probe(&self, from: &str, args: &[&str]) -> bool {
         self.node(from)
@@ -654,7 +716,8 @@ impl Drop for Mesh {
         let _ = host("ip", &["netns", "del", &self.switch]);
         let _ = host("umount", &[&self.mounts.display().to_string()]);
         let _ = std::fs::remove_dir_all(&self.mounts);
-        if !std::thread::panicking() {
+        // Logs stay for a failed test, or when asked (`MESHGUARD_E2E_KEEP=1`).
+        if !std::thread::panicking() && std::env::var_os("MESHGUARD_E2E_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -255,6 +255,12 @@ fn a_resync_repairs_drift() {
         .to_owned();
     mesh.exec("db-1", "iptables", &["-F", "MESHGUARD-IN"])
         .unwrap();
+    mesh.exec(
+        "db-1",
+        "iptables",
+        &["-D", "OUTPUT", "-o", "meshguard0", "-j", "MESHGUARD-OUT"],
+    )
+    .unwrap();
     mesh.exec("db-1", "ipset", &["flush", &set]).unwrap();
     mesh.exec(
         "db-1",
@@ -287,7 +293,7 @@ fn a_resync_repairs_drift() {
                 )) && !l.ends_with(" 0")
             })
         };
-        if ["rules", "sets", "peers", "routes"]
+        if ["rules", "hooks", "sets", "peers", "routes"]
             .iter()
             .all(|k| repaired(k))
         {
@@ -306,6 +312,15 @@ fn a_resync_repairs_drift() {
     assert!(
         rules.contains("tiers/app-to-db") && rules.contains("meshguard:default-deny"),
         "{rules}"
+    );
+    assert!(
+        mesh.exec(
+            "db-1",
+            "iptables",
+            &["-C", "OUTPUT", "-o", "meshguard0", "-j", "MESHGUARD-OUT"]
+        )
+        .is_ok(),
+        "the jump into MESHGUARD-OUT is back"
     );
     // app-1 still holds the session db-1 forgot with the removed peer; db-1's
     // agent starts a new handshake right away (else: 15 s of silence).

@@ -149,6 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                                 rules = report.rules, sets_written = report.changes.sets_written, rules_edited = report.changes.rules_edited,
                                 seconds = started.elapsed().as_secs_f64(), "applied"
                             );
+                            tracing::debug!(%revision, steps = ?report.steps, "apply steps");
                             status.observed_revision = Some(revision.clone());
                             status.peers = Some(report.peers as i32);
                             status.rules = Some(report.rules as i32);

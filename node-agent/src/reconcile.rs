@@ -12,8 +12,9 @@
 //! or extra peer, a missing route.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     net::{IpAddr, SocketAddr, ToSocketAddrs},
+    time::{Duration, Instant},
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -69,6 +70,31 @@ pub struct Report {
     /// Agent-wide audit mode, but the NodePolicy lists no `auditPeers`:
     /// flows to members that are not peers cannot be observed.
     pub audit_without_peers: bool,
+    /// How long each step took, for the debug log.
+    pub steps: Vec<(&'static str, Duration)>,
+}
+
+/// Times the steps of an apply.
+struct Steps {
+    last: Instant,
+    taken: Vec<(&'static str, Duration)>,
+}
+
+impl Default for Steps {
+    fn default() -> Steps {
+        Steps {
+            last: Instant::now(),
+            taken: Vec::new(),
+        }
+    }
+}
+
+impl Steps {
+    fn done(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.taken.push((step, now - self.last));
+        self.last = now;
+    }
 }
 
 pub struct Reconciler {
@@ -79,7 +105,15 @@ pub struct Reconciler {
     backend: Iptables,
     /// The peers asked for last, and the state they came from.
     asked: Vec<PeerConfig>,
+    /// The rest of what the last successful enforce left.
+    enforced: Option<Enforced>,
     current: Option<NodePolicySpec>,
+}
+
+struct Enforced {
+    mesh_ip: IpAddr,
+    listen_port: u16,
+    routes: BTreeSet<Route>,
 }
 
 /// A NodePolicy turned into what the node needs, before touching anything.
@@ -107,6 +141,7 @@ impl Reconciler {
             netdev,
             backend,
             asked: Vec::new(),
+            enforced: None,
             current: None,
         }
     }
@@ -196,10 +231,13 @@ impl Reconciler {
 
     /// Applies `spec`; on failure the previous state is applied again.
     pub fn apply(&mut self, spec: &NodePolicySpec) -> Result<Report, ApplyError> {
+        let started = Instant::now();
         let plan = self.plan(spec)?;
+        let planned = started.elapsed();
         match self.enforce(&plan) {
             Ok(report) => {
                 let mut report = report;
+                report.steps.insert(0, ("plan", planned));
                 report.audit_without_peers =
                     self.settings.enforcement == Enforcement::Audit && spec.audit_peers.is_empty();
                 self.current = Some(spec.clone());
@@ -218,31 +256,63 @@ impl Reconciler {
     }
 
     fn enforce(&mut self, plan: &Plan) -> Result<Report, ApplyError> {
-        let device_state = self.device.get()?;
-        if device_state.public_key != Some(self.keys.public())
-            || device_state.listen_port != Some(plan.listen_port)
-        {
-            self.device
-                .configure(&self.keys.private_bytes(), plan.listen_port)?;
+        let mut steps = Steps::default();
+        // Parts the last successful enforce left as this plan wants them are
+        // not read or written again: a rule change costs only the rules. A
+        // resync finds drift in them. Taken, so a failure below forgets it.
+        let last = self.enforced.take();
+        let interface_same = last
+            .as_ref()
+            .is_some_and(|l| (l.mesh_ip, l.listen_port) == (plan.mesh_ip, plan.listen_port));
+        let peers_same = interface_same && self.asked == plan.peers;
+        let routes_same = last.as_ref().is_some_and(|l| l.routes == plan.routes);
+        let mut peer_plan = diff::Plan::default();
+        if !peers_same {
+            let device_state = self.device.get()?;
+            if device_state.public_key != Some(self.keys.public())
+                || device_state.listen_port != Some(plan.listen_port)
+            {
+                self.device
+                    .configure(&self.keys.private_bytes(), plan.listen_port)?;
+            }
+            peer_plan = diff::plan(&device_state.peers, &self.asked, &plan.peers);
         }
-        self.netdev.configure(plan.mesh_ip)?;
+        steps.done("device");
+        if !interface_same {
+            self.netdev.configure(plan.mesh_ip)?;
+        }
+        steps.done("address");
         let changes = self.backend.apply(&plan.rendered)?;
-        let routes_changed = self.netdev.set_routes(&plan.routes)?;
-        let peer_plan = diff::plan(&device_state.peers, &self.asked, &plan.peers);
+        steps.done("filter");
+        let routes_changed = if routes_same {
+            0
+        } else {
+            self.netdev.set_routes(&plan.routes)?
+        };
+        steps.done("routes");
         self.device.remove_peers(&peer_plan.remove)?;
         self.device.add_peers(&peer_plan.add)?;
+        steps.done("peers");
         // Peers this side forgot (changed, or removed behind our back) and
         // the other side still has a session with.
+        let before: HashSet<[u8; 32]> = self
+            .asked
+            .iter()
+            .map(|p| p.public_key)
+            .chain(peer_plan.remove.iter().copied())
+            .collect();
         let readded: Vec<&PeerConfig> = peer_plan
             .add
             .iter()
-            .filter(|p| {
-                peer_plan.remove.contains(&p.public_key)
-                    || self.asked.iter().any(|a| a.public_key == p.public_key)
-            })
+            .filter(|p| before.contains(&p.public_key))
             .collect();
         handshake::start(&hosts(&readded));
         self.asked = plan.peers.clone();
+        self.enforced = Some(Enforced {
+            mesh_ip: plan.mesh_ip,
+            listen_port: plan.listen_port,
+            routes: plan.routes.clone(),
+        });
         Ok(Report {
             peers: plan.peers.len(),
             peers_added: peer_plan.add.len(),
@@ -252,6 +322,7 @@ impl Reconciler {
             routes_changed,
             unresolved: plan.unresolved.clone(),
             audit_without_peers: false,
+            steps: steps.taken,
         })
     }
 
@@ -357,6 +428,7 @@ impl Reconciler {
             self.device.remove_peers(&keys)?;
         }
         self.current = None;
+        self.enforced = None;
         self.asked.clear();
         Ok(())
     }

@@ -36,11 +36,26 @@ pub fn parse(
     validator: &Validator,
 ) -> Result<NodePolicySpec, StateError> {
     let origin = origin(path);
-    let value: Value = serde_saphyr::from_str(text).map_err(|e| StateError::Syntax {
-        origin: origin.clone(),
-        message: e.to_string(),
+    let value: Value = serde_saphyr::from_str_with_options(text, yaml_limits()).map_err(|e| {
+        StateError::Syntax {
+            origin: origin.clone(),
+            message: e.to_string(),
+        }
     })?;
     check(&origin, &value, node, validator)
+}
+
+/// The YAML parser's resource limits, raised for NodePolicies: the default
+/// 250,000 nodes is about 20,000 rules, and a file need not fit in etcd.
+/// Still bounded: a node is at least a few bytes of input, and aliases
+/// (the way to make a small document huge) keep their default limits.
+fn yaml_limits() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 10_000_000;
+    budget.max_events = 20_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 fn origin(path: &Path) -> String {
