@@ -211,3 +211,77 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     }
     Ok(Duration::from_secs(seconds))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser, error::ErrorKind};
+
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["meshguard-agent", "run", "--node", "n1"]
+            .iter()
+            .chain(args)
+            .copied();
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flag_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_select_kubernetes_mode_and_enforcement() {
+        let args = run(&[]).unwrap();
+        assert_eq!(args.state_file, None);
+        assert_eq!(args.enforcement, Enforcement::Enforce);
+        assert_eq!(args.resync_interval, Duration::from_secs(30));
+        assert_eq!(args.common.interface, "meshguard0");
+        assert_eq!(
+            args.common.uapi_socket(),
+            PathBuf::from("/var/run/wireguard/meshguard0.sock")
+        );
+        assert_eq!(args.endpoint(), None);
+    }
+
+    #[test]
+    fn status_file_needs_a_state_file() {
+        let err = run(&["--status-file", "/tmp/s"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--state-file"), "{err}");
+        run(&["--status-file", "/tmp/s", "--state-file", "/tmp/p"]).unwrap();
+    }
+
+    #[test]
+    fn node_ip_belongs_to_kubernetes_mode() {
+        let err = run(&["--node-ip", "10.0.0.1", "--state-file", "/tmp/p"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let args = run(&["--node-ip", "fd00::1", "--listen-port", "51000"]).unwrap();
+        assert_eq!(args.endpoint().as_deref(), Some("[fd00::1]:51000"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_reason() {
+        let err = run(&["--interface", "a-name-longer-than-15"]).unwrap_err();
+        assert!(err.to_string().contains("not an interface name"), "{err}");
+        let err = run(&["--listen-port", "0"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        let err = run(&["--resync-interval", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("at least one second"), "{err}");
+        let err = run(&["--mesh-cidr", "100.96.0.0/33"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(duration("5d").is_err());
+        assert!(duration("m").is_err());
+    }
+}

@@ -6,8 +6,10 @@
 //!   chain that changed is edited in place (only the changed stretch deleted
 //!   and inserted, so a one-rule change touches one rule); the first apply, or
 //!   an edit the kernel refuses, rewrites our chains whole.
-//! - Hooks from the built-in chains are checked and added outside the
-//!   transaction (built-in chains are not ours to flush).
+//! - Hooks from the built-in chains: when our chains are written whole, the
+//!   jumps `iptables-save` lacks are inserted in that same transaction
+//!   (built-in chains are never flushed; they are not ours). A hook removed
+//!   later is drift, repaired by a rewrite.
 //! - Sets no rule uses any more are destroyed last.
 //!
 //! Every step is a transaction: a failure leaves what was there.
