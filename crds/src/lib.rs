@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conditions;
 pub mod manifests;
 pub mod mesh_node;
 pub mod mesh_policy;

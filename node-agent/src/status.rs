@@ -7,7 +7,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
-use meshguard_crds::NodePolicyStatus;
+use meshguard_crds::{NodePolicyStatus, conditions};
 
 use crate::state::kube::{KubeError, StatusWriter};
 
@@ -43,38 +43,27 @@ impl Sink {
     }
 }
 
-/// Sets a condition, keeping its transition time when its status did not change.
+/// Sets a condition (the agent's conditions carry no generation: a
+/// NodePolicy's spec is identified by its revision).
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
-    kind: &str,
+    type_: &str,
     status: bool,
     reason: &str,
     message: &str,
 ) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let now = Time(Timestamp::now());
-    match conditions.iter_mut().find(|c| c.type_ == kind) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-            }
-            c.status = status;
-            c.reason = reason.to_owned();
-            c.message = message.to_owned();
-        }
-        None => conditions.push(Condition {
-            type_: kind.to_owned(),
-            status,
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            last_transition_time: now,
-            observed_generation: None,
-        }),
-    }
+    let verdict = conditions::Verdict {
+        type_,
+        status,
+        reason,
+        message,
+        observed_generation: None,
+    };
+    conditions::set(conditions, verdict, &Time(Timestamp::now()));
 }
 
-pub fn condition<'a>(status: &'a NodePolicyStatus, kind: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == kind)
+pub fn condition<'a>(status: &'a NodePolicyStatus, type_: &str) -> Option<&'a Condition> {
+    conditions::get(&status.conditions, type_)
 }
 
 /// Writes the status as YAML, replacing the file atomically.

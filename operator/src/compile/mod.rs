@@ -439,6 +439,19 @@ impl Compiled {
             .collect()
     }
 
+    /// Members whose NodePolicy carries the chain `<namespace>/<name>`.
+    pub fn chain_members(&self, qualified: &str) -> Vec<&str> {
+        let Some(c) = self.chains.iter().position(|c| c.chain.name == qualified) else {
+            return Vec::new();
+        };
+        self.members
+            .iter()
+            .zip(&self.member_chains)
+            .filter(|(_, chains)| chains.contains(&c))
+            .map(|(member, _)| member.name.as_str())
+            .collect()
+    }
+
     /// The member's NodePolicy spec, built now.
     pub fn node_policy(&self, name: &str) -> Option<NodePolicySpec> {
         let &m = self.index_of.get(name)?;

@@ -1,0 +1,143 @@
+//! The cluster as the operator knows it: every object the compiler reads,
+//! fed by the watchers and read by the reconciler. Pure data, no I/O.
+//!
+//! Secrets are reduced to digests before they get here (see [`crate::secrets`]),
+//! so no raw key material is ever held.
+
+use std::collections::BTreeMap;
+
+use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain};
+
+use crate::secrets::{ConfigMapData, SecretDigests};
+
+/// `(namespace, name)` of a namespaced object.
+pub type Namespaced = (String, String);
+
+/// One change seen by a watcher.
+#[derive(Clone, Debug)]
+pub enum Update {
+    Policy(Box<MeshPolicy>),
+    PolicyGone(String),
+    Chain(Box<PolicyChain>),
+    ChainGone(Namespaced),
+    MeshNode(Box<MeshNode>),
+    MeshNodeGone(String),
+    /// A Kubernetes Node's labels (selectors see them under the MeshNode's).
+    NodeLabels(String, BTreeMap<String, String>),
+    NodeGone(String),
+    Secret(SecretDigests),
+    SecretGone(Namespaced),
+    ConfigMap(ConfigMapData),
+    ConfigMapGone(Namespaced),
+    NodePolicy(Box<NodePolicy>),
+    NodePolicyGone(String),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    pub policies: BTreeMap<String, MeshPolicy>,
+    pub chains: BTreeMap<Namespaced, PolicyChain>,
+    pub mesh_nodes: BTreeMap<String, MeshNode>,
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub secrets: BTreeMap<Namespaced, SecretDigests>,
+    pub config_maps: BTreeMap<Namespaced, ConfigMapData>,
+    /// NodePolicies as they are in the cluster (spec written by us, status by agents).
+    pub node_policies: BTreeMap<String, NodePolicy>,
+}
+
+fn name(meta: &kube::api::ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+fn namespaced(meta: &kube::api::ObjectMeta) -> Namespaced {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name(meta),
+    )
+}
+
+/// Replaces or removes an entry; true when that changed anything.
+fn put<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: Option<V>) -> bool {
+    match value {
+        Some(value) => {
+            if map.get(&key) == Some(&value) {
+                return false;
+            }
+            map.insert(key, value);
+            true
+        }
+        None => map.remove(&key).is_some(),
+    }
+}
+
+impl Index {
+    /// Applies one update; true when the index changed.
+    pub fn apply(&mut self, update: Update) -> bool {
+        match update {
+            Update::Policy(p) => put(&mut self.policies, name(&p.metadata), Some(*p)),
+            Update::PolicyGone(n) => put(&mut self.policies, n, None),
+            Update::Chain(c) => put(&mut self.chains, namespaced(&c.metadata), Some(*c)),
+            Update::ChainGone(key) => put(&mut self.chains, key, None),
+            Update::MeshNode(n) => put(&mut self.mesh_nodes, name(&n.metadata), Some(*n)),
+            Update::MeshNodeGone(n) => put(&mut self.mesh_nodes, n, None),
+            Update::NodeLabels(n, labels) => put(&mut self.node_labels, n, Some(labels)),
+            Update::NodeGone(n) => put(&mut self.node_labels, n, None),
+            Update::Secret(s) => put(
+                &mut self.secrets,
+                (s.namespace.clone(), s.name.clone()),
+                Some(s),
+            ),
+            Update::SecretGone(key) => put(&mut self.secrets, key, None),
+            Update::ConfigMap(c) => put(
+                &mut self.config_maps,
+                (c.namespace.clone(), c.name.clone()),
+                Some(c),
+            ),
+            Update::ConfigMapGone(key) => put(&mut self.config_maps, key, None),
+            Update::NodePolicy(p) => put(&mut self.node_policies, name(&p.metadata), Some(*p)),
+            Update::NodePolicyGone(n) => put(&mut self.node_policies, n, None),
+        }
+    }
+
+    /// A member's labels: the MeshNode's over the Kubernetes Node's.
+    pub fn labels_of(&self, node: &MeshNode) -> BTreeMap<String, String> {
+        let name = name(&node.metadata);
+        let mut labels = self.node_labels.get(&name).cloned().unwrap_or_default();
+        labels.extend(node.metadata.labels.clone().unwrap_or_default());
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshguard_crds::MeshNodeSpec;
+
+    use super::*;
+
+    #[test]
+    fn only_real_changes_count_and_mesh_node_labels_win() {
+        let mut index = Index::default();
+        let mut node = MeshNode::new(
+            "n1",
+            MeshNodeSpec {
+                public_key: "k".repeat(43) + "=",
+                endpoint: None,
+                mesh_ip: None,
+                allowed_ips: None,
+            },
+        );
+        node.metadata.labels = Some(BTreeMap::from([("zone".into(), "mesh".into())]));
+        assert!(index.apply(Update::MeshNode(Box::new(node.clone()))));
+        assert!(!index.apply(Update::MeshNode(Box::new(node.clone()))));
+        let labels = BTreeMap::from([
+            ("zone".to_owned(), "node".to_owned()),
+            ("kubernetes.io/os".to_owned(), "linux".to_owned()),
+        ]);
+        assert!(index.apply(Update::NodeLabels("n1".into(), labels)));
+        let seen = index.labels_of(&node);
+        assert_eq!(seen["zone"], "mesh");
+        assert_eq!(seen["kubernetes.io/os"], "linux");
+        assert!(index.apply(Update::MeshNodeGone("n1".into())));
+        assert!(!index.apply(Update::MeshNodeGone("n1".into())));
+    }
+}

@@ -1,0 +1,316 @@
+//! One reconcile pass, pure: from the [`Index`] to a [`Plan`] of writes.
+//!
+//! ```text
+//!  Index ─▶ members (IPAM, labels) ─┐
+//!        ─▶ acceptance (validate; last good on rejection) ─▶ compile (memo)
+//!                                   └────────────────────────────┘
+//!  compiled ─▶ NodePolicies whose revision changed ─▶ Plan.node_policies
+//!           ─▶ stale NodePolicies (MeshNode gone)  ─▶ Plan.deletions
+//!           ─▶ statuses that differ, Events        ─▶ Plan.statuses / notes
+//! ```
+//!
+//! The pass never writes: the controller executes the plan and reports back
+//! what it wrote ([`Reconciler::wrote`]), so a pass that finds nothing
+//! changed writes nothing.
+
+mod acceptance;
+mod status;
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::Resource;
+use meshguard_crds::{
+    Kind, MeshNode, MeshNodeStatus, MeshPolicyStatus, NodePolicy, PolicyChainStatus,
+    validation::Validator,
+};
+
+pub use self::acceptance::Rejection;
+use self::acceptance::{LastGood, Selection};
+use crate::{
+    addresses::Prefix,
+    compile::{Compiled, Compiler, Inputs},
+    index::{Index, Namespaced},
+    ipam::{Allocator, Claim, IpamError},
+    members::Member,
+    policy_tests,
+};
+
+/// The field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "meshguard-operator";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mesh_cidr: Prefix,
+    pub listen_port: u16,
+}
+
+/// A status the controller should write (server-side apply on `/status`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum StatusWrite {
+    MeshPolicy(String, MeshPolicyStatus),
+    PolicyChain(Namespaced, PolicyChainStatus),
+    MeshNode(String, MeshNodeStatus),
+}
+
+/// An Event to record about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub kind: Kind,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// A NodePolicy to delete: its MeshNode is gone. The uid is a precondition,
+/// so a NodePolicy recreated meanwhile is left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Complete objects for server-side apply (spec and owner reference).
+    pub node_policies: Vec<NodePolicy>,
+    pub deletions: Vec<Deletion>,
+    pub statuses: Vec<StatusWrite>,
+    pub notes: Vec<Note>,
+    pub summary: Summary,
+}
+
+/// Figures for metrics and the log line of a pass.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub members: usize,
+    pub policies: usize,
+    pub rejected: usize,
+    pub compile: Duration,
+    pub compiles: usize,
+}
+
+/// The state kept between passes.
+pub struct Reconciler {
+    settings: Settings,
+    compiler: Compiler,
+    allocator: Allocator,
+    validator: Validator,
+    last_good: LastGood,
+    /// Revisions written but not yet seen back from the watch.
+    written: BTreeMap<String, String>,
+}
+
+impl Reconciler {
+    pub fn new(settings: Settings) -> Reconciler {
+        Reconciler {
+            allocator: Allocator::new(settings.mesh_cidr),
+            settings,
+            compiler: Compiler::default(),
+            validator: Validator::new(),
+            last_good: LastGood::default(),
+            written: BTreeMap::new(),
+        }
+    }
+
+    /// The controller wrote this NodePolicy revision.
+    pub fn wrote(&mut self, node: &str, revision: &str) {
+        self.written.insert(node.to_owned(), revision.to_owned());
+    }
+
+    pub fn plan(&mut self, index: &Index, now: &Time) -> Plan {
+        let mut plan = Plan::default();
+        let (members, registrations) = self.members(index);
+
+        let mut selection = self.last_good.select(index, &self.validator);
+        let started = Instant::now();
+        let mut compiled;
+        loop {
+            compiled = self.compile(&members, &selection);
+            plan.summary.compiles += 1;
+            if !self
+                .last_good
+                .reject(index, &mut selection, compiled.diagnostics())
+            {
+                break;
+            }
+        }
+        plan.summary.compile = started.elapsed();
+        self.last_good.accept(index, &selection);
+        plan.summary.members = members.len();
+        plan.summary.policies = selection.policies.len();
+        plan.summary.rejected = selection.rejected_policies.len() + selection.rejected_chains.len();
+
+        self.node_policies(index, &compiled, &registrations, &mut plan);
+        let tests = policy_tests::run(
+            &selection.policies,
+            compiled.policy_set(),
+            compiled.members(),
+        );
+        let view = status::View {
+            index,
+            compiled: &compiled,
+            selection: &selection,
+            tests: &tests,
+            registrations: &registrations,
+            now,
+        };
+        view.write(&mut plan);
+        plan
+    }
+
+    /// Members from the MeshNodes that get an address; every MeshNode's
+    /// registration verdict.
+    fn members(&mut self, index: &Index) -> (Vec<Member>, BTreeMap<String, Registration>) {
+        let mut nodes: Vec<&MeshNode> = index.mesh_nodes.values().collect();
+        // Ties (two claims on one address) go to the older MeshNode.
+        nodes.sort_by(|a, b| {
+            let created = |n: &MeshNode| n.metadata.creation_timestamp.clone().map(|t| t.0);
+            (created(a), &a.metadata.name).cmp(&(created(b), &b.metadata.name))
+        });
+        let mut registrations = BTreeMap::new();
+        let mut claims = Vec::new();
+        for node in &nodes {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            if let Some(problems) = self.invalid(Kind::MeshNode, node) {
+                registrations.insert(name, Registration::Invalid(problems));
+                continue;
+            }
+            let parse = |text: Option<&String>| text.and_then(|t| t.parse::<IpAddr>().ok());
+            claims.push(Claim {
+                name,
+                fixed: parse(node.spec.mesh_ip.as_ref()),
+                recorded: parse(node.status.as_ref().and_then(|s| s.mesh_ip.as_ref())),
+            });
+        }
+        let allocated = self.allocator.allocate(&claims);
+        let mut members = Vec::new();
+        for node in nodes {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let Some(result) = allocated.get(&name) else {
+                continue;
+            };
+            match result {
+                Ok(ip) => {
+                    members.push(Member {
+                        name: name.clone(),
+                        labels: index.labels_of(node),
+                        mesh_ip: *ip,
+                        public_key: node.spec.public_key.clone(),
+                        endpoint: node.spec.endpoint.clone(),
+                        allowed_ips: node
+                            .spec
+                            .allowed_ips
+                            .iter()
+                            .flatten()
+                            .filter_map(|c| c.parse().ok())
+                            .collect(),
+                    });
+                    registrations.insert(
+                        name,
+                        Registration::Member {
+                            ip: *ip,
+                            fixed: node.spec.mesh_ip.is_some(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    registrations.insert(name, Registration::NoAddress(e.clone()));
+                }
+            }
+        }
+        (members, registrations)
+    }
+
+    fn invalid<T: serde::Serialize>(&self, kind: Kind, object: &T) -> Option<Vec<String>> {
+        let value = serde_json::to_value(object).ok()?;
+        self.validator.validate(kind, &value).err().map(|errors| {
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect()
+        })
+    }
+
+    fn compile(&mut self, members: &[Member], selection: &Selection) -> Compiled {
+        self.compiler.compile(&Inputs {
+            members,
+            policies: &selection.policies,
+            chains: &selection.chains,
+            secrets: &selection.secrets,
+            config_maps: &selection.config_maps,
+            listen_port: self.settings.listen_port,
+        })
+    }
+
+    fn node_policies(
+        &mut self,
+        index: &Index,
+        compiled: &Compiled,
+        registrations: &BTreeMap<String, Registration>,
+        plan: &mut Plan,
+    ) {
+        for member in compiled.members() {
+            let (Some(node), Some(spec)) = (
+                index.mesh_nodes.get(&member.name),
+                compiled.node_policy(&member.name),
+            ) else {
+                continue;
+            };
+            let observed = index
+                .node_policies
+                .get(&member.name)
+                .map(|p| p.spec.revision.as_str());
+            if observed == Some(spec.revision.as_str()) {
+                self.written.remove(&member.name);
+                continue;
+            }
+            if self.written.get(&member.name) == Some(&spec.revision) {
+                continue; // written; the watch has not shown it yet
+            }
+            let mut object = NodePolicy::new(&member.name, spec);
+            object.metadata.owner_references = Some(vec![owner(node)]);
+            object.metadata.labels = Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                FIELD_MANAGER.to_owned(),
+            )]));
+            plan.node_policies.push(object);
+        }
+        for (name, policy) in &index.node_policies {
+            if !index.mesh_nodes.contains_key(name) && !registrations.contains_key(name) {
+                plan.deletions.push(Deletion {
+                    name: name.clone(),
+                    uid: policy.metadata.uid.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// What became of a MeshNode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Registration {
+    Member { ip: IpAddr, fixed: bool },
+    NoAddress(IpamError),
+    Invalid(Vec<String>),
+}
+
+/// NodePolicy/<node> belongs to MeshNode/<node>: deleting the MeshNode
+/// deletes it.
+fn owner(node: &MeshNode) -> OwnerReference {
+    OwnerReference {
+        api_version: MeshNode::api_version(&()).into_owned(),
+        kind: MeshNode::kind(&()).into_owned(),
+        name: node.metadata.name.clone().unwrap_or_default(),
+        uid: node.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
