@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api_server;
+
 pub mod mesh;
 pub mod netns;
 pub mod workload;

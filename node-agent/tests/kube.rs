@@ -7,70 +7,32 @@
 use std::{path::Path, time::Duration};
 
 use http::{Method, Request, Response, StatusCode};
-use kube::{Client, client::Body};
+use kube::client::Body;
 use meshguard_agent::state::{
     Update,
     kube::{Registration, StatusWriter, keep_registered, register, watch_policy},
 };
 use meshguard_crds::NodePolicyStatus;
+use meshguard_e2e::api_server::{self, ApiServer, mock_client, not_found, respond};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tower_test::mock::{self, Handle};
-
-type ApiServer = Handle<Request<Body>, Response<Body>>;
+use tower_test::mock::SendResponse;
 
 const KEY: &str = "fKsODqzo3qsW3lBIzTr3fWDS1vnIF7bqD6Fxr+vS6Uo=";
 const MESH_NODES: &str = "/apis/meshguard.io/v1alpha1/meshnodes";
 const NODE_POLICIES: &str = "/apis/meshguard.io/v1alpha1/nodepolicies";
 
-fn mock_client() -> (Client, ApiServer) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), handle)
-}
-
-fn respond(status: StatusCode, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
-        .unwrap()
-}
-
-fn not_found(what: &str) -> Value {
-    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{what} not found") })
-}
-
-/// The next request, with its query parameters and JSON body.
+/// The next request as (request, query, body, responder).
 async fn next(
     server: &mut ApiServer,
 ) -> (
     Request<()>,
     Vec<(String, String)>,
     Value,
-    mock::SendResponse<Response<Body>>,
+    SendResponse<Response<Body>>,
 ) {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), server.next_request())
-        .await
-        .expect("no request within 5 s")
-        .expect("the client went away");
-    let (parts, body) = request.into_parts();
-    let bytes = body.collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    let query = parts.uri.query().map(url_pairs).unwrap_or_default();
-    (Request::from_parts(parts, ()), query, body, send)
-}
-
-fn url_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k.to_owned(), v.replace("%3D", "=").replace("%2F", "/"))
-        })
-        .collect()
+    let seen = api_server::next(server).await;
+    (seen.request, seen.query, seen.body, seen.send)
 }
 
 fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -4,7 +4,7 @@
 //! Secrets are reduced to digests before they get here (see [`crate::secrets`]),
 //! so no raw key material is ever held.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain};
 
@@ -31,6 +31,32 @@ pub enum Update {
     ConfigMapGone(Namespaced),
     NodePolicy(Box<NodePolicy>),
     NodePolicyGone(String),
+    /// A watcher listed its kind anew: entries not in `present` are gone.
+    Relisted(Watched, BTreeSet<Namespaced>),
+}
+
+/// The kinds the operator watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Watched {
+    MeshPolicies,
+    PolicyChains,
+    MeshNodes,
+    Nodes,
+    Secrets,
+    ConfigMaps,
+    NodePolicies,
+}
+
+impl Watched {
+    pub const ALL: [Watched; 7] = [
+        Watched::MeshPolicies,
+        Watched::PolicyChains,
+        Watched::MeshNodes,
+        Watched::Nodes,
+        Watched::Secrets,
+        Watched::ConfigMaps,
+        Watched::NodePolicies,
+    ];
 }
 
 #[derive(Clone, Debug, Default)]
@@ -96,6 +122,33 @@ impl Index {
             Update::ConfigMapGone(key) => put(&mut self.config_maps, key, None),
             Update::NodePolicy(p) => put(&mut self.node_policies, name(&p.metadata), Some(*p)),
             Update::NodePolicyGone(n) => put(&mut self.node_policies, n, None),
+            Update::Relisted(kind, present) => self.relisted(kind, &present),
+        }
+    }
+
+    fn relisted(&mut self, kind: Watched, present: &BTreeSet<Namespaced>) -> bool {
+        /// Keeps what the list returned; true when anything went.
+        fn keep<V>(map: &mut BTreeMap<String, V>, present: &BTreeSet<Namespaced>) -> bool {
+            let before = map.len();
+            map.retain(|name, _| present.contains(&(String::new(), name.clone())));
+            map.len() != before
+        }
+        fn keep_namespaced<V>(
+            map: &mut BTreeMap<Namespaced, V>,
+            present: &BTreeSet<Namespaced>,
+        ) -> bool {
+            let before = map.len();
+            map.retain(|key, _| present.contains(key));
+            map.len() != before
+        }
+        match kind {
+            Watched::MeshPolicies => keep(&mut self.policies, present),
+            Watched::PolicyChains => keep_namespaced(&mut self.chains, present),
+            Watched::MeshNodes => keep(&mut self.mesh_nodes, present),
+            Watched::Nodes => keep(&mut self.node_labels, present),
+            Watched::Secrets => keep_namespaced(&mut self.secrets, present),
+            Watched::ConfigMaps => keep_namespaced(&mut self.config_maps, present),
+            Watched::NodePolicies => keep(&mut self.node_policies, present),
         }
     }
 
@@ -137,6 +190,9 @@ mod tests {
         let seen = index.labels_of(&node);
         assert_eq!(seen["zone"], "mesh");
         assert_eq!(seen["kubernetes.io/os"], "linux");
+        let listed = BTreeSet::from([(String::new(), "other".to_owned())]);
+        assert!(index.apply(Update::Relisted(Watched::Nodes, listed)));
+        assert!(!index.labels_of(&node).contains_key("kubernetes.io/os"));
         assert!(index.apply(Update::MeshNodeGone("n1".into())));
         assert!(!index.apply(Update::MeshNodeGone("n1".into())));
     }

@@ -8,14 +8,16 @@
 //! The pure middle is here: [`policy_set`] orders the policies, [`evaluate`]
 //! decides one flow (for `check`, `--explain` and in-policy tests),
 //! [`compile`] turns everything into one NodePolicy per member. The CLI
-//! ([`cli`]) reads manifests from files and calls them; the Kubernetes
-//! controllers land with their issue.
+//! ([`cli`]) reads manifests from files and calls them; [`index`] and
+//! [`reconcile`] are the operator's pure middle, [`controller`] its
+//! Kubernetes edge (watchers, writes, leader election, metrics).
 
 #![forbid(unsafe_code)]
 
 pub mod addresses;
 pub mod cli;
 pub mod compile;
+pub mod controller;
 pub mod diagnostics;
 pub mod evaluate;
 pub mod index;

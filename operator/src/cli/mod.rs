@@ -87,7 +87,7 @@ pub struct InputArgs {
     pub listen_port: u16,
 }
 
-fn parse_cidr(text: &str) -> Result<Prefix, String> {
+pub(crate) fn parse_cidr(text: &str) -> Result<Prefix, String> {
     if !meshguard_crds::validation::semantic::is_strict_cidr(text) {
         return Err(format!("{text:?} is not a CIDR such as 100.96.0.0/12"));
     }

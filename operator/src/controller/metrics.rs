@@ -13,7 +13,6 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
-#[derive(Default)]
 pub struct Metrics {
     /// Reconcile passes (one per burst of changes), by the kind written.
     pub reconciles: Family<KindLabel, Counter>,
@@ -33,7 +32,13 @@ impl Metrics {
             compile_seconds: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
-            ..Default::default()
+            reconciles: Family::default(),
+            errors: Family::default(),
+            members: Gauge::default(),
+            policies: Gauge::default(),
+            rejected: Gauge::default(),
+            node_policy_writes: Counter::default(),
+            node_policy_deletes: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("meshguard_operator");
         r.register(

@@ -305,9 +305,8 @@ impl View<'_> {
                             "the agent enforces the current NodePolicy",
                         );
                     } else {
-                        let revision = self.compiled.revision(name).unwrap_or_default();
-                        let message = format!("the agent has not yet reported revision {revision}");
-                        c.set("Ready", false, "Pending", &message);
+                        let message = "the agent has not yet applied the current NodePolicy";
+                        c.set("Ready", false, "Pending", message);
                     }
                 }
                 Some(Registration::NoAddress(e)) => {

@@ -1,8 +1,10 @@
-//! Shared by the compiler's tests: builders for members and policies, the
-//! reference evaluator, the agent simulation, and random scenarios.
+//! Shared by the operator's tests: builders for members and policies, the
+//! reference evaluator, the agent simulation, random scenarios, and cluster
+//! objects for the reconcile and controller tests.
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod cluster;
 pub mod reference;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,115 @@
+//! `meshguard-operator` flags. Every flag has an environment fallback
+//! (`MESHGUARD_<FLAG>`), for the Deployment's env and the downward API.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::addresses::Prefix;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshguard-operator",
+    version,
+    about = "The meshguard operator: compiles MeshPolicies, PolicyChains and MeshNodes into one NodePolicy per node"
+)]
+pub struct Flags {
+    /// Mesh IPs are allocated from here (MeshNodes without spec.meshIP).
+    #[arg(long, env = "MESHGUARD_MESH_CIDR", default_value = "100.96.0.0/12", value_parser = crate::cli::parse_cidr)]
+    pub mesh_cidr: Prefix,
+    /// The WireGuard port NodePolicies give every member's interface.
+    #[arg(
+        long,
+        env = "MESHGUARD_LISTEN_PORT",
+        default_value_t = 51820,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub listen_port: u16,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "MESHGUARD_METRICS_LISTEN", default_value = "0.0.0.0:9470")]
+    pub metrics_listen: SocketAddr,
+    /// Elect a leader among replicas (off: this process always acts; run one replica only).
+    #[arg(long, env = "MESHGUARD_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (usually the operator's own).
+    #[arg(
+        long,
+        env = "MESHGUARD_LEASE_NAMESPACE",
+        default_value = "meshguard-system"
+    )]
+    pub lease_namespace: String,
+    #[arg(
+        long,
+        env = "MESHGUARD_LEASE_NAME",
+        default_value = "meshguard-operator"
+    )]
+    pub lease_name: String,
+    /// How long a lease lasts without renewal: a standby takes over within this.
+    #[arg(long, env = "MESHGUARD_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// This replica's name in the Lease and in Events (the pod name; default: the host name).
+    #[arg(long, env = "MESHGUARD_IDENTITY")]
+    pub identity: Option<String>,
+    /// Quiet time that ends a burst of changes before one recompute (`200ms`, `1s`).
+    #[arg(long, env = "MESHGUARD_DEBOUNCE", default_value = "200ms", value_parser = duration)]
+    pub debounce: Duration,
+    #[arg(long, env = "MESHGUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Flags {
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "meshguard-operator".into())
+        })
+    }
+}
+
+/// `250ms`, `15s`, `2m`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 15s or 200ms"))?;
+    let value = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("{text:?} is not a duration such as 15s or 200ms")),
+    };
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn flags_parse_with_defaults_and_refuse_bad_values() {
+        Flags::command().debug_assert();
+        let flags = Flags::try_parse_from(["meshguard-operator"]).unwrap();
+        assert_eq!(flags.mesh_cidr.to_string(), "100.96.0.0/12");
+        assert!(flags.leader_elect);
+        assert_eq!(flags.debounce, Duration::from_millis(200));
+        let flags =
+            Flags::try_parse_from(["meshguard-operator", "--leader-elect", "false"]).unwrap();
+        assert!(!flags.leader_elect);
+        let err = Flags::try_parse_from(["meshguard-operator", "--mesh-cidr", "10.0.0.0/33"])
+            .unwrap_err();
+        assert!(err.to_string().contains("is not a CIDR"), "{err}");
+        assert!(Flags::try_parse_from(["meshguard-operator", "--debounce", "5d"]).is_err());
+    }
+}

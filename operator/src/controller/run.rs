@@ -1,0 +1,189 @@
+//! The operator's main loop: watch into the index, wait for a burst to end,
+//! reconcile once if leading, retry failed passes per [`error_policy`].
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::Context;
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio::{
+    sync::mpsc,
+    time::{Instant, sleep_until, timeout},
+};
+
+use super::{
+    Operator,
+    cli::Flags,
+    error_policy,
+    http::{self, Shared},
+    leader::{Leadership, LeaseSettings},
+    metrics::Metrics,
+    watch::{self, Message},
+};
+use crate::{
+    index::Watched,
+    reconcile::{Reconciler, Settings},
+};
+
+/// A burst of changes is over after `debounce` of quiet, or after this long
+/// at most, so a steady stream of changes still gets reconciled.
+const LONGEST_BURST: Duration = Duration::from_secs(2);
+
+pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let shared = Arc::new(Shared {
+        registry,
+        ready: false.into(),
+    });
+    let listener = Arc::clone(&shared);
+    let address = flags.metrics_listen;
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(address, listener).await {
+            tracing::error!(%address, error = %e, "metrics server stopped");
+        }
+    });
+
+    let (tx, mut rx) = mpsc::channel(4096);
+    watch::spawn_all(&client, &tx);
+    drop(tx);
+    let identity = flags.identity();
+    let mut leadership = if flags.leader_elect {
+        let settings = LeaseSettings {
+            namespace: flags.lease_namespace.clone(),
+            name: flags.lease_name.clone(),
+            identity: identity.clone(),
+            duration: flags.lease_duration,
+        };
+        let lease = Leadership::start(client.clone(), &settings)
+            .await
+            .with_context(|| {
+                format!(
+                    "leader election (Lease {}/{})",
+                    settings.namespace, settings.name
+                )
+            })?;
+        Some(lease)
+    } else {
+        None
+    };
+    let settings = Settings {
+        mesh_cidr: flags.mesh_cidr,
+        listen_port: flags.listen_port,
+    };
+    let mut operator = Operator::new(
+        client,
+        Reconciler::new(settings),
+        metrics,
+        Some(identity.clone()),
+    );
+    tracing::info!(%identity, mesh_cidr = %flags.mesh_cidr, leader_elect = flags.leader_elect, "operator started");
+
+    let mut synced = BTreeSet::new();
+    let mut leader = leadership.is_none();
+    // A standby never hears "false" turn into "false": after one lease
+    // duration without news it knows it is not the leader.
+    let known_by = Instant::now() + flags.lease_duration;
+    let mut leadership_known = leadership.is_none();
+    let (mut dirty, mut failures, mut retry_at) = (true, 0u32, None::<Instant>);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let wake = retry_at.unwrap_or(if leadership_known {
+            far_future()
+        } else {
+            known_by
+        });
+        tokio::select! {
+            message = rx.recv() => {
+                let Some(message) = message else { anyhow::bail!("every watcher stopped") };
+                dirty |= take(&mut operator, &mut synced, message);
+                // Let the burst end before one recompute.
+                let burst_end = Instant::now() + LONGEST_BURST;
+                while let Ok(Some(message)) = timeout(flags.debounce.min(burst_end - Instant::now()), rx.recv()).await {
+                    dirty |= take(&mut operator, &mut synced, message);
+                    if Instant::now() >= burst_end {
+                        break;
+                    }
+                }
+            }
+            changed = async {
+                match &mut leadership {
+                    Some(l) => l.leader.changed().await.map(|()| *l.leader.borrow_and_update()),
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now_leader = changed.context("the leader-election task ended")?;
+                leadership_known = true;
+                if now_leader != leader {
+                    tracing::info!(leader = now_leader, "leadership changed");
+                }
+                leader = now_leader;
+                dirty |= leader;
+            }
+            () = sleep_until(wake) => {}
+            () = &mut shutdown => break,
+        }
+        if !leadership_known && Instant::now() >= known_by {
+            leadership_known = true;
+        }
+        let caches = synced.len() == Watched::ALL.len();
+        shared
+            .ready
+            .store(caches && leadership_known, Ordering::Relaxed);
+        if !(caches && leader && dirty) || retry_at.is_some_and(|t| Instant::now() < t) {
+            continue;
+        }
+        match operator.pass().await {
+            Ok(_) => (dirty, failures, retry_at) = (false, 0, None),
+            Err(e) => {
+                failures += 1;
+                let delay = error_policy(&e, failures);
+                tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "reconcile pass failed");
+                retry_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+    tracing::info!("shutting down; NodePolicies stay as written");
+    if let Some(lease) = leadership {
+        lease.release().await;
+    }
+    Ok(())
+}
+
+/// Applies one watcher message; true when the index changed.
+fn take(operator: &mut Operator, synced: &mut BTreeSet<Watched>, message: Message) -> bool {
+    match message {
+        Message::Update(update) => operator.index.apply(update),
+        Message::Synced(kind) => {
+            tracing::debug!(?kind, "watch cache synced");
+            synced.insert(kind);
+            true
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

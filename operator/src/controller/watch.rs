@@ -1,0 +1,180 @@
+//! The watchers: one per kind, each turning watch events into index
+//! [`Update`]s on one channel. A relist (start, or a watch that expired)
+//! ends with [`Update::Relisted`], which drops what vanished meanwhile, and
+//! [`Message::Synced`] marks the kind's first complete list.
+//!
+//! Secrets are reduced to digests here, before anything else sees them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
+};
+use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::{
+    index::{Namespaced, Update, Watched},
+    secrets::{ConfigMapData, SecretDigests},
+};
+
+pub enum Message {
+    Update(Update),
+    /// The kind's first full list is in the index.
+    Synced(Watched),
+}
+
+/// Starts every watcher; they run until the receiver is dropped.
+pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>) {
+    spawn::<MeshPolicy>(
+        Api::all(client.clone()),
+        Watched::MeshPolicies,
+        tx,
+        |p| Update::Policy(Box::new(p)),
+        |k| Update::PolicyGone(k.1),
+    );
+    spawn::<PolicyChain>(
+        Api::all(client.clone()),
+        Watched::PolicyChains,
+        tx,
+        |c| Update::Chain(Box::new(c)),
+        Update::ChainGone,
+    );
+    spawn::<MeshNode>(
+        Api::all(client.clone()),
+        Watched::MeshNodes,
+        tx,
+        |n| Update::MeshNode(Box::new(n)),
+        |k| Update::MeshNodeGone(k.1),
+    );
+    spawn::<Node>(
+        Api::all(client.clone()),
+        Watched::Nodes,
+        tx,
+        |n: Node| Update::NodeLabels(n.name_any(), n.metadata.labels.unwrap_or_default()),
+        |k| Update::NodeGone(k.1),
+    );
+    spawn::<Secret>(
+        Api::all(client.clone()),
+        Watched::Secrets,
+        tx,
+        |s: Secret| Update::Secret(reduce(s)),
+        Update::SecretGone,
+    );
+    spawn::<ConfigMap>(
+        Api::all(client.clone()),
+        Watched::ConfigMaps,
+        tx,
+        |c: ConfigMap| {
+            let (namespace, name) = key(&c);
+            Update::ConfigMap(ConfigMapData {
+                namespace,
+                name,
+                data: c.data.unwrap_or_default(),
+            })
+        },
+        Update::ConfigMapGone,
+    );
+    spawn::<NodePolicy>(
+        Api::all(client.clone()),
+        Watched::NodePolicies,
+        tx,
+        |p| Update::NodePolicy(Box::new(p)),
+        |k| Update::NodePolicyGone(k.1),
+    );
+}
+
+/// `(namespace, name)`; cluster-scoped objects have an empty namespace
+/// (the index keys them by name), namespaced ones default to `default`.
+fn key<K: Resource>(object: &K) -> Namespaced {
+    let name = object.meta().name.clone().unwrap_or_default();
+    match &object.meta().namespace {
+        Some(ns) => (ns.clone(), name),
+        None => (String::new(), name),
+    }
+}
+
+/// A Secret's values as digests; the API server merges `stringData` into
+/// `data`, but an object built by hand may carry only `stringData`.
+fn reduce(secret: Secret) -> SecretDigests {
+    let (namespace, name) = key(&secret);
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    SecretDigests::reduce(&namespace, &name, &data)
+}
+
+fn spawn<K>(
+    api: Api<K>,
+    kind: Watched,
+    tx: &mpsc::Sender<Message>,
+    applied: impl Fn(K) -> Update + Send + 'static,
+    deleted: impl Fn(Namespaced) -> Update + Send + 'static,
+) where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let tx = tx.clone();
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(forward(events, kind, tx, applied, deleted));
+}
+
+async fn forward<K: Resource>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    kind: Watched,
+    tx: mpsc::Sender<Message>,
+    applied: impl Fn(K) -> Update,
+    deleted: impl Fn(Namespaced) -> Update,
+) {
+    let mut events = std::pin::pin!(events);
+    let mut listing: Option<BTreeSet<Namespaced>> = None;
+    let mut synced = false;
+    while let Some(event) = events.next().await {
+        let message = match event {
+            Ok(watcher::Event::Init) => {
+                listing = Some(BTreeSet::new());
+                continue;
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                if let Some(listing) = &mut listing {
+                    listing.insert(key(&object));
+                }
+                Message::Update(applied(object))
+            }
+            Ok(watcher::Event::InitDone) => {
+                let present = listing.take().unwrap_or_default();
+                if tx
+                    .send(Message::Update(Update::Relisted(kind, present)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if synced {
+                    continue;
+                }
+                synced = true;
+                Message::Synced(kind)
+            }
+            Ok(watcher::Event::Apply(object)) => Message::Update(applied(object)),
+            Ok(watcher::Event::Delete(object)) => Message::Update(deleted(key(&object))),
+            Err(e) => {
+                // The backoff retries; RBAC or a missing CRD shows up here.
+                tracing::warn!(?kind, error = %e, "watch failed; retrying");
+                continue;
+            }
+        };
+        if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}
