@@ -25,8 +25,8 @@ use k8s_openapi::{
     api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
 use kube::{
-    Api, Client,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    Api, Client, Resource,
+    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions},
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use meshguard_crds::{API_VERSION, MeshNode, MeshPolicy, NodePolicy, PolicyChain};
@@ -133,7 +133,7 @@ impl Operator {
     /// what was written is remembered, so the retry writes only the rest.
     async fn execute(&mut self, plan: &Plan) -> Result<(), WriteError> {
         let apply = PatchParams::apply(FIELD_MANAGER).force();
-        let node_policies: Api<NodePolicy> = Api::all(self.client.clone());
+        let node_policies = self.api::<NodePolicy>(None);
         for object in &plan.node_policies {
             let name = object.metadata.name.clone().unwrap_or_default();
             let result = node_policies
@@ -193,23 +193,15 @@ impl Operator {
             metadata["namespace"] = json!(ns);
         }
         let body = json!({ "apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "status": status });
-        let patch = Patch::Apply(&body);
-        let result = match write {
-            StatusWrite::MeshPolicy(..) => Api::<MeshPolicy>::all(self.client.clone())
-                .patch_status(name, apply, &patch)
-                .await
-                .map(drop),
-            StatusWrite::PolicyChain((ns, _), _) => {
-                Api::<PolicyChain>::namespaced(self.client.clone(), ns)
-                    .patch_status(name, apply, &patch)
-                    .await
-                    .map(drop)
-            }
-            StatusWrite::MeshNode(..) => Api::<MeshNode>::all(self.client.clone())
-                .patch_status(name, apply, &patch)
-                .await
-                .map(drop),
+        let api = match write {
+            StatusWrite::MeshPolicy(..) => self.api::<MeshPolicy>(None),
+            StatusWrite::PolicyChain((ns, _), _) => self.api::<PolicyChain>(Some(ns)),
+            StatusWrite::MeshNode(..) => self.api::<MeshNode>(None),
         };
+        let result = api
+            .patch_status(name, apply, &Patch::Apply(&body))
+            .await
+            .map(drop);
         self.count(kind, result.is_ok());
         result.map_err(|source| WriteError {
             verb: "apply status of",
@@ -243,6 +235,16 @@ impl Operator {
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             self.count("Event", false);
             tracing::warn!(kind = note.kind.name(), name = %note.name, error = %e, "event not recorded");
+        }
+    }
+
+    /// The API of one of our kinds, untyped: the answers to our writes are
+    /// not read, so they are not deserialized into (large) typed objects.
+    fn api<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        let resource = ApiResource::erase::<K>(&());
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
         }
     }
 

@@ -1,0 +1,297 @@
+//! The operator's Kubernetes edge against a mocked API server (tower-test,
+//! as in kube-rs' controller-rs): the exact requests a reconcile pass makes,
+//! and what it does when the server refuses them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use http::StatusCode;
+use meshguard_e2e::api_server::{ApiServer, Seen, failure, mock_client, next};
+use meshguard_operator::{
+    controller::{Operator, WriteError, error_policy, metrics::Metrics},
+    index::{Index, Update},
+    reconcile::Plan,
+};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use support::cluster::*;
+use tokio::task::JoinHandle;
+
+const NODE_POLICIES: &str = "/apis/meshguard.io/v1alpha1/nodepolicies";
+
+fn operator(index: Index) -> (Operator, ApiServer) {
+    let (client, server) = mock_client();
+    let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+    let mut operator = Operator::new(client, reconciler(), metrics, Some("replica-a".into()));
+    operator.index = index;
+    (operator, server)
+}
+
+type Pass = JoinHandle<(Operator, Result<Plan, WriteError>)>;
+
+fn start(mut operator: Operator) -> Pass {
+    tokio::spawn(async move {
+        let result = operator.pass().await;
+        (operator, result)
+    })
+}
+
+/// Asserts a server-side apply by the operator to `path`.
+fn assert_apply(seen: &Seen, path: &str) {
+    assert_eq!((seen.method(), seen.path()), ("PATCH", path));
+    assert_eq!(seen.content_type(), Some("application/apply-patch+yaml"));
+    assert_eq!(
+        (seen.param("fieldManager"), seen.param("force")),
+        (Some("meshguard-operator"), Some("true"))
+    );
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {status}"))
+}
+
+/// Answers every request of a pass with its own body; returns the requests
+/// as (method, path).
+async fn answer_all(server: &mut ApiServer, pass: Pass) -> (Operator, Plan, Vec<(String, String)>) {
+    let mut pass = pass;
+    let mut seen = Vec::new();
+    loop {
+        tokio::select! {
+            done = &mut pass => {
+                let (operator, result) = done.unwrap();
+                return (operator, result.unwrap(), seen);
+            }
+            request = next(server) => {
+                seen.push((request.method().to_owned(), request.path().to_owned()));
+                if request.path().contains("/events") {
+                    let body = request.body.clone();
+                    request.answer(StatusCode::CREATED, &body);
+                } else {
+                    request.echo();
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pass_applies_node_policies_statuses_and_events_then_writes_nothing() {
+    let (operator, mut server) = operator(three_tier());
+    let pass = start(operator);
+
+    for node in ["db-1", "web-1", "web-2"] {
+        let seen = next(&mut server).await;
+        assert_apply(&seen, &format!("{NODE_POLICIES}/{node}"));
+        let body = &seen.body;
+        assert_eq!(
+            (
+                &body["apiVersion"],
+                &body["kind"],
+                &body["metadata"]["name"]
+            ),
+            (
+                &json!("meshguard.io/v1alpha1"),
+                &json!("NodePolicy"),
+                &json!(node)
+            )
+        );
+        assert_eq!(
+            body["metadata"]["ownerReferences"],
+            json!([{ "apiVersion": "meshguard.io/v1alpha1", "kind": "MeshNode", "name": node,
+                     "uid": format!("uid-{node}"), "controller": true, "blockOwnerDeletion": true }])
+        );
+        assert!(
+            body.get("status").is_none(),
+            "the spec only: agents own the status"
+        );
+        let peers: Vec<&str> = body["spec"]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let expected: &[&str] = if node == "db-1" {
+            &["web-1", "web-2"]
+        } else {
+            &["db-1"]
+        };
+        assert_eq!(peers, expected, "{node}'s peers");
+        let revision = body["spec"]["revision"].as_str().unwrap();
+        assert!(
+            !revision.is_empty() && revision.chars().all(|c| c.is_ascii_hexdigit()),
+            "{revision}"
+        );
+        seen.echo();
+    }
+
+    let seen = next(&mut server).await;
+    assert_apply(
+        &seen,
+        "/apis/meshguard.io/v1alpha1/meshpolicies/web-to-db/status",
+    );
+    let status = &seen.body["status"];
+    assert_eq!(seen.body["metadata"], json!({ "name": "web-to-db" }));
+    assert_eq!(condition(status, "Accepted")["status"], "True");
+    assert_eq!(condition(status, "TestsPassed")["reason"], "Passed");
+    assert_eq!(
+        condition(status, "Enforced")["message"],
+        "0 of 3 targeted nodes enforce it"
+    );
+    assert_eq!(
+        (&status["nodesTargeted"], &status["observedGeneration"]),
+        (&json!(3), &json!(1))
+    );
+    seen.echo();
+
+    for (node, ip) in [
+        ("db-1", "100.96.0.3"),
+        ("web-1", "100.96.0.1"),
+        ("web-2", "100.96.0.2"),
+    ] {
+        let seen = next(&mut server).await;
+        assert_apply(
+            &seen,
+            &format!("/apis/meshguard.io/v1alpha1/meshnodes/{node}/status"),
+        );
+        assert_eq!(seen.body["status"]["meshIP"], ip);
+        assert_eq!(
+            condition(&seen.body["status"], "Registered")["reason"],
+            "Allocated"
+        );
+        seen.echo();
+    }
+
+    let seen = next(&mut server).await;
+    assert_eq!(
+        (seen.method(), seen.path()),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+    );
+    assert_eq!(
+        (
+            &seen.body["reason"],
+            &seen.body["type"],
+            &seen.body["regarding"]["name"]
+        ),
+        (&json!("Accepted"), &json!("Normal"), &json!("web-to-db"))
+    );
+    assert_eq!(seen.body["reportingController"], "meshguard-operator");
+    let body = seen.body.clone();
+    seen.answer(StatusCode::CREATED, &body);
+
+    let (mut operator, result) = pass.await.unwrap();
+    let plan = result.unwrap();
+    // What the server now holds comes back through the watch; nothing differs.
+    written_back(&mut operator.index, &plan, false);
+    let (_, plan, requests) = answer_all(&mut server, start(operator)).await;
+    assert!(
+        requests.is_empty(),
+        "an unchanged index writes nothing: {requests:?}"
+    );
+    assert!(plan.node_policies.is_empty() && plan.statuses.is_empty());
+}
+
+#[tokio::test]
+async fn a_node_policy_whose_mesh_node_went_is_deleted_by_uid() {
+    let mut index = three_tier();
+    let plan = reconciler().plan(
+        &index,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    written_back(&mut index, &plan, true);
+    index.apply(Update::MeshNodeGone("web-2".into()));
+    let (operator, mut server) = operator(index);
+    let pass = start(operator);
+    let mut deleted = None;
+    let (_, _, requests) = {
+        let mut pass = pass;
+        let mut requests = Vec::new();
+        loop {
+            tokio::select! {
+                done = &mut pass => {
+                    let (operator, result) = done.unwrap();
+                    break (operator, result.unwrap(), requests);
+                }
+                seen = next(&mut server) => {
+                    requests.push(format!("{} {}", seen.method(), seen.path()));
+                    if seen.method() == "DELETE" {
+                        deleted = Some(seen.body.clone());
+                        seen.answer(StatusCode::OK, &json!({ "kind": "Status", "apiVersion": "v1", "status": "Success" }));
+                    } else {
+                        seen.echo();
+                    }
+                }
+            }
+        }
+    };
+    assert!(
+        requests.contains(&format!("DELETE {NODE_POLICIES}/web-2")),
+        "{requests:?}"
+    );
+    assert_eq!(
+        deleted.unwrap()["preconditions"],
+        json!({ "uid": "uid-np-web-2" })
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("PATCH") && r.ends_with("/web-2")),
+        "nothing is written for a member that went: {requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_writes_fail_the_pass_back_off_and_are_retried() {
+    let (operator, mut server) = operator(three_tier());
+    let pass = start(operator);
+    let seen = next(&mut server).await;
+    assert_apply(&seen, &format!("{NODE_POLICIES}/db-1"));
+    seen.answer(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &failure(500, "InternalError", "etcdserver: request timed out"),
+    );
+    let (operator, result) = pass.await.unwrap();
+    let error = result.unwrap_err();
+    assert_eq!(error.code(), Some(500));
+    assert!(error.to_string().contains("NodePolicy/db-1"), "{error}");
+    assert_eq!(error_policy(&error, 1), Duration::from_secs(1));
+    assert_eq!(error_policy(&error, 4), Duration::from_secs(8));
+    assert_eq!(error_policy(&error, 30), Duration::from_secs(300), "capped");
+
+    // The retry writes db-1 again (it was never written), then a conflict
+    // on web-1 fails the pass with a short backoff.
+    let pass = start(operator);
+    let seen = next(&mut server).await;
+    assert_apply(&seen, &format!("{NODE_POLICIES}/db-1"));
+    seen.echo();
+    let seen = next(&mut server).await;
+    assert_apply(&seen, &format!("{NODE_POLICIES}/web-1"));
+    seen.answer(
+        StatusCode::CONFLICT,
+        &failure(
+            409,
+            "Conflict",
+            "Apply failed with 1 conflict: conflict with \"kubectl-edit\"",
+        ),
+    );
+    let (operator, result) = pass.await.unwrap();
+    let error = result.unwrap_err();
+    assert_eq!(error.code(), Some(409));
+    assert_eq!(error_policy(&error, 1), Duration::from_millis(200));
+    assert_eq!(error_policy(&error, 10), Duration::from_secs(5), "capped");
+
+    // db-1 went through: the next pass starts at web-1.
+    let pass = start(operator);
+    let seen = next(&mut server).await;
+    assert_apply(&seen, &format!("{NODE_POLICIES}/web-1"));
+    seen.echo();
+    let (_, _, rest) = answer_all(&mut server, pass).await;
+    assert_eq!(rest[0], ("PATCH".into(), format!("{NODE_POLICIES}/web-2")));
+}
