@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain};
+use meshguard_crds::{MeshNode, MeshPolicy, PolicyChain};
 
 use crate::secrets::{ConfigMapData, SecretDigests};
 
@@ -29,7 +29,7 @@ pub enum Update {
     SecretGone(Namespaced),
     ConfigMap(ConfigMapData),
     ConfigMapGone(Namespaced),
-    NodePolicy(Box<NodePolicy>),
+    NodePolicy(String, Observed),
     NodePolicyGone(String),
     /// A watcher listed its kind anew: entries not in `present` are gone.
     Relisted(Watched, BTreeSet<Namespaced>),
@@ -67,8 +67,19 @@ pub struct Index {
     pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub secrets: BTreeMap<Namespaced, SecretDigests>,
     pub config_maps: BTreeMap<Namespaced, ConfigMapData>,
-    /// NodePolicies as they are in the cluster (spec written by us, status by agents).
-    pub node_policies: BTreeMap<String, NodePolicy>,
+    /// What the cluster's NodePolicies say (spec written by us, status by agents).
+    pub node_policies: BTreeMap<String, Observed>,
+}
+
+/// The part of a NodePolicy the operator reads. A NodePolicy of a large
+/// mesh is most of a megabyte; holding thousands whole is what this avoids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub uid: Option<String>,
+    /// `spec.revision`: what was written.
+    pub revision: String,
+    /// `status.observedRevision`: what the node's agent enforces.
+    pub enforced: Option<String>,
 }
 
 fn name(meta: &kube::api::ObjectMeta) -> String {
@@ -120,7 +131,7 @@ impl Index {
                 Some(c),
             ),
             Update::ConfigMapGone(key) => put(&mut self.config_maps, key, None),
-            Update::NodePolicy(p) => put(&mut self.node_policies, name(&p.metadata), Some(*p)),
+            Update::NodePolicy(n, observed) => put(&mut self.node_policies, n, Some(observed)),
             Update::NodePolicyGone(n) => put(&mut self.node_policies, n, None),
             Update::Relisted(kind, present) => self.relisted(kind, &present),
         }

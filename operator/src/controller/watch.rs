@@ -13,12 +13,15 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
+use std::borrow::Cow;
+
+use kube::{api::ObjectMeta, core::ClusterResourceScope};
 use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain};
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, de::DeserializeOwned};
 use tokio::sync::mpsc;
 
 use crate::{
-    index::{Namespaced, Update, Watched},
+    index::{Namespaced, Observed, Update, Watched},
     secrets::{ConfigMapData, SecretDigests},
 };
 
@@ -79,11 +82,21 @@ pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>) {
         },
         Update::ConfigMapGone,
     );
-    spawn::<NodePolicy>(
+    spawn::<NodePolicyHead>(
         Api::all(client.clone()),
         Watched::NodePolicies,
         tx,
-        |p| Update::NodePolicy(Box::new(p)),
+        |p: NodePolicyHead| {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            Update::NodePolicy(
+                name,
+                Observed {
+                    uid: p.metadata.uid,
+                    revision: p.spec.revision,
+                    enforced: p.status.and_then(|s| s.observed_revision),
+                },
+            )
+        },
         |k| Update::NodePolicyGone(k.1),
     );
 }
@@ -176,5 +189,83 @@ async fn forward<K: Resource>(
         if tx.send(message).await.is_err() {
             return;
         }
+    }
+}
+
+/// A NodePolicy read without its peers, sets, rules and chains: serde
+/// skips what this type does not name, so thousands of large NodePolicies
+/// are never held.
+#[derive(Clone, Debug, Deserialize)]
+struct NodePolicyHead {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: HeadSpec,
+    #[serde(default)]
+    status: Option<HeadStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct HeadSpec {
+    #[serde(default)]
+    revision: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadStatus {
+    observed_revision: Option<String>,
+}
+
+impl Resource for NodePolicyHead {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        NodePolicy::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        NodePolicy::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        NodePolicy::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        NodePolicy::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_policy_is_read_without_its_body() {
+        let text = r#"{"apiVersion":"meshguard.io/v1alpha1","kind":"NodePolicy",
+            "metadata":{"name":"db-1","uid":"u1"},
+            "spec":{"revision":"abc","peers":[{"name":"web-1"}],"ingress":[]},
+            "status":{"observedRevision":"abb","peers":3}}"#;
+        let head: NodePolicyHead = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (
+                head.spec.revision.as_str(),
+                head.status.and_then(|s| s.observed_revision)
+            ),
+            ("abc", Some("abb".to_owned()))
+        );
+        assert_eq!(
+            NodePolicyHead::url_path(&(), None),
+            "/apis/meshguard.io/v1alpha1/nodepolicies"
+        );
     }
 }

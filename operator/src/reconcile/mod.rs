@@ -258,23 +258,27 @@ impl Reconciler {
         plan: &mut Plan,
     ) {
         for member in compiled.members() {
-            let (Some(node), Some(spec)) = (
+            let (Some(node), Some(revision)) = (
                 index.mesh_nodes.get(&member.name),
-                compiled.node_policy(&member.name),
+                compiled.revision(&member.name),
             ) else {
                 continue;
             };
             let observed = index
                 .node_policies
                 .get(&member.name)
-                .map(|p| p.spec.revision.as_str());
-            if observed == Some(spec.revision.as_str()) {
+                .map(|p| p.revision.as_str());
+            if observed == Some(revision) {
                 self.written.remove(&member.name);
                 continue;
             }
-            if self.written.get(&member.name) == Some(&spec.revision) {
+            if self.written.get(&member.name).map(String::as_str) == Some(revision) {
                 continue; // written; the watch has not shown it yet
             }
+            // Built only for the NodePolicies that are written.
+            let Some(spec) = compiled.node_policy(&member.name) else {
+                continue;
+            };
             let mut object = NodePolicy::new(&member.name, spec);
             object.metadata.owner_references = Some(vec![owner(node)]);
             object.metadata.labels = Some(BTreeMap::from([(
@@ -287,7 +291,7 @@ impl Reconciler {
             if !index.mesh_nodes.contains_key(name) && !registrations.contains_key(name) {
                 plan.deletions.push(Deletion {
                     name: name.clone(),
-                    uid: policy.metadata.uid.clone(),
+                    uid: policy.uid.clone(),
                 });
             }
         }

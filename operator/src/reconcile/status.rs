@@ -89,8 +89,7 @@ impl View<'_> {
                 .index
                 .node_policies
                 .get(node)
-                .and_then(|p| p.status.as_ref())
-                .and_then(|s| s.observed_revision.as_deref());
+                .and_then(|p| p.enforced.as_deref());
             if reported.is_some() && reported == self.compiled.revision(node) {
                 done += 1;
             }

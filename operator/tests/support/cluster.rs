@@ -1,9 +1,9 @@
 //! Objects as the API server would hold them, for the operator's controller
 //! and reconcile tests.
 
-use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, NodePolicyStatus, PolicyChain};
+use meshguard_crds::{MeshNode, MeshPolicy, PolicyChain};
 use meshguard_operator::{
-    index::{Index, Update},
+    index::{Index, Observed, Update},
     reconcile::{Reconciler, Settings},
     secrets::SecretDigests,
 };
@@ -113,16 +113,13 @@ pub fn three_tier() -> Index {
 pub fn written_back(index: &mut Index, plan: &meshguard_operator::reconcile::Plan, applied: bool) {
     use meshguard_operator::reconcile::StatusWrite;
     for object in &plan.node_policies {
-        let mut object: NodePolicy = object.clone();
         let name = object.metadata.name.clone().unwrap();
-        object.metadata.uid = Some(format!("uid-np-{name}"));
-        if applied {
-            object.status = Some(NodePolicyStatus {
-                observed_revision: Some(object.spec.revision.clone()),
-                ..Default::default()
-            });
-        }
-        index.apply(Update::NodePolicy(Box::new(object)));
+        let observed = Observed {
+            uid: Some(format!("uid-np-{name}")),
+            revision: object.spec.revision.clone(),
+            enforced: applied.then(|| object.spec.revision.clone()),
+        };
+        index.apply(Update::NodePolicy(name, observed));
     }
     for write in &plan.statuses {
         match write {
@@ -147,12 +144,13 @@ pub fn written_back(index: &mut Index, plan: &meshguard_operator::reconcile::Pla
 
 /// Marks every NodePolicy in the index as applied by its agent.
 pub fn agents_apply(index: &mut Index) {
-    let policies: Vec<NodePolicy> = index.node_policies.values().cloned().collect();
-    for mut p in policies {
-        p.status = Some(NodePolicyStatus {
-            observed_revision: Some(p.spec.revision.clone()),
-            ..Default::default()
-        });
-        index.apply(Update::NodePolicy(Box::new(p)));
+    let policies: Vec<(String, Observed)> = index
+        .node_policies
+        .iter()
+        .map(|(n, o)| (n.clone(), o.clone()))
+        .collect();
+    for (name, mut observed) in policies {
+        observed.enforced = Some(observed.revision.clone());
+        index.apply(Update::NodePolicy(name, observed));
     }
 }
