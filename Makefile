@@ -27,8 +27,9 @@ fmt: ## Format the code
 crds: ## Regenerate crds/*.yaml and their copies from the Rust types
 	$(CARGO) run -q -p meshguard-crds --bin crdgen
 
-bench: deps ## Benchmarks: compiler (criterion + figures), then the agent's dataplane (root); docs/benchmarks.md
+bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), then the agent's dataplane (root); docs/benchmarks.md
 	$(CARGO) bench -p meshguard-operator --bench compile
 	$(CARGO) run --release -q -p meshguard-operator --example compile_scale
+	$(CARGO) run --release -q -p meshguard-operator --example operator_scale
 	$(CARGO) build --release -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins
 	$(CARGO_TARGET)/release/dataplane-bench

@@ -58,28 +58,38 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} in {status}"))
 }
 
-/// Answers every request of a pass with its own body; returns the requests
-/// as (method, path).
-async fn answer_all(server: &mut ApiServer, pass: Pass) -> (Operator, Plan, Vec<(String, String)>) {
+/// Answers every request of a pass as `answer` says (`None`: echo the
+/// body, as an apply does); returns the pass's outcome and the requests as
+/// `METHOD path`.
+async fn serve(
+    server: &mut ApiServer,
+    pass: Pass,
+    mut answer: impl FnMut(&Seen) -> Option<(StatusCode, Value)>,
+) -> (Operator, Result<Plan, WriteError>, Vec<String>) {
     let mut pass = pass;
-    let mut seen = Vec::new();
+    let mut seen_requests = Vec::new();
     loop {
         tokio::select! {
             done = &mut pass => {
                 let (operator, result) = done.unwrap();
-                return (operator, result.unwrap(), seen);
+                return (operator, result, seen_requests);
             }
-            request = next(server) => {
-                seen.push((request.method().to_owned(), request.path().to_owned()));
-                if request.path().contains("/events") {
-                    let body = request.body.clone();
-                    request.answer(StatusCode::CREATED, &body);
-                } else {
-                    request.echo();
+            seen = next(server) => {
+                seen_requests.push(format!("{} {}", seen.method(), seen.path()));
+                match answer(&seen) {
+                    Some((status, body)) => seen.answer(status, &body),
+                    None => seen.echo(),
                 }
             }
         }
     }
+}
+
+async fn finish(pass: Pass) -> (Operator, Result<Plan, WriteError>) {
+    tokio::time::timeout(Duration::from_secs(5), pass)
+        .await
+        .expect("the pass did not end")
+        .unwrap()
 }
 
 #[tokio::test]
@@ -186,15 +196,16 @@ async fn a_pass_applies_node_policies_statuses_and_events_then_writes_nothing() 
     let body = seen.body.clone();
     seen.answer(StatusCode::CREATED, &body);
 
-    let (mut operator, result) = pass.await.unwrap();
+    let (mut operator, result) = finish(pass).await;
     let plan = result.unwrap();
     // What the server now holds comes back through the watch; nothing differs.
     written_back(&mut operator.index, &plan, false);
-    let (_, plan, requests) = answer_all(&mut server, start(operator)).await;
+    let (_, result, requests) = serve(&mut server, start(operator), |_| None).await;
     assert!(
         requests.is_empty(),
         "an unchanged index writes nothing: {requests:?}"
     );
+    let plan = result.unwrap();
     assert!(plan.node_policies.is_empty() && plan.statuses.is_empty());
 }
 
@@ -208,29 +219,16 @@ async fn a_node_policy_whose_mesh_node_went_is_deleted_by_uid() {
     written_back(&mut index, &plan, true);
     index.apply(Update::MeshNodeGone("web-2".into()));
     let (operator, mut server) = operator(index);
-    let pass = start(operator);
     let mut deleted = None;
-    let (_, _, requests) = {
-        let mut pass = pass;
-        let mut requests = Vec::new();
-        loop {
-            tokio::select! {
-                done = &mut pass => {
-                    let (operator, result) = done.unwrap();
-                    break (operator, result.unwrap(), requests);
-                }
-                seen = next(&mut server) => {
-                    requests.push(format!("{} {}", seen.method(), seen.path()));
-                    if seen.method() == "DELETE" {
-                        deleted = Some(seen.body.clone());
-                        seen.answer(StatusCode::OK, &json!({ "kind": "Status", "apiVersion": "v1", "status": "Success" }));
-                    } else {
-                        seen.echo();
-                    }
-                }
-            }
-        }
-    };
+    let (_, result, requests) = serve(&mut server, start(operator), |seen| {
+        (seen.method() == "DELETE").then(|| {
+            deleted = Some(seen.body.clone());
+            let success = json!({ "kind": "Status", "apiVersion": "v1", "status": "Success" });
+            (StatusCode::OK, success)
+        })
+    })
+    .await;
+    result.unwrap();
     assert!(
         requests.contains(&format!("DELETE {NODE_POLICIES}/web-2")),
         "{requests:?}"
@@ -250,48 +248,51 @@ async fn a_node_policy_whose_mesh_node_went_is_deleted_by_uid() {
 #[tokio::test]
 async fn refused_writes_fail_the_pass_back_off_and_are_retried() {
     let (operator, mut server) = operator(three_tier());
-    let pass = start(operator);
-    let seen = next(&mut server).await;
-    assert_apply(&seen, &format!("{NODE_POLICIES}/db-1"));
-    seen.answer(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &failure(500, "InternalError", "etcdserver: request timed out"),
-    );
-    let (operator, result) = pass.await.unwrap();
+    let db_1 = format!("PATCH {NODE_POLICIES}/db-1");
+    let (operator, result, requests) = serve(&mut server, start(operator), |seen| {
+        (seen.path().ends_with("/nodepolicies/db-1")).then(|| {
+            let body = failure(500, "InternalError", "etcdserver: request timed out");
+            (StatusCode::INTERNAL_SERVER_ERROR, body)
+        })
+    })
+    .await;
     let error = result.unwrap_err();
     assert_eq!(error.code(), Some(500));
     assert!(error.to_string().contains("NodePolicy/db-1"), "{error}");
     assert_eq!(error_policy(&error, 1), Duration::from_secs(1));
     assert_eq!(error_policy(&error, 4), Duration::from_secs(8));
     assert_eq!(error_policy(&error, 30), Duration::from_secs(300), "capped");
-
-    // The retry writes db-1 again (it was never written), then a conflict
-    // on web-1 fails the pass with a short backoff.
-    let pass = start(operator);
-    let seen = next(&mut server).await;
-    assert_apply(&seen, &format!("{NODE_POLICIES}/db-1"));
-    seen.echo();
-    let seen = next(&mut server).await;
-    assert_apply(&seen, &format!("{NODE_POLICIES}/web-1"));
-    seen.answer(
-        StatusCode::CONFLICT,
-        &failure(
-            409,
-            "Conflict",
-            "Apply failed with 1 conflict: conflict with \"kubectl-edit\"",
-        ),
+    assert_eq!(
+        requests.len(),
+        3,
+        "no status is written after a refused NodePolicy: {requests:?}"
     );
-    let (operator, result) = pass.await.unwrap();
+
+    // The retry writes only db-1 (the others went through), then the rest.
+    let (_, result, requests) = serve(&mut server, start(operator), |_| None).await;
+    result.unwrap();
+    let node_policies: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains("/nodepolicies/"))
+        .collect();
+    assert_eq!(node_policies, [&db_1]);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.ends_with("/meshpolicies/web-to-db/status"))
+    );
+
+    // A conflict (someone else owns a field) is retried soon.
+    let (operator, mut server) = self::operator(three_tier());
+    let (_, result, _) = serve(&mut server, start(operator), |seen| {
+        (seen.path().ends_with("/nodepolicies/web-1")).then(|| {
+            let message = "Apply failed with 1 conflict: conflict with \"kubectl-edit\"";
+            (StatusCode::CONFLICT, failure(409, "Conflict", message))
+        })
+    })
+    .await;
     let error = result.unwrap_err();
     assert_eq!(error.code(), Some(409));
     assert_eq!(error_policy(&error, 1), Duration::from_millis(200));
     assert_eq!(error_policy(&error, 10), Duration::from_secs(5), "capped");
-
-    // db-1 went through: the next pass starts at web-1.
-    let pass = start(operator);
-    let seen = next(&mut server).await;
-    assert_apply(&seen, &format!("{NODE_POLICIES}/web-1"));
-    seen.echo();
-    let (_, _, rest) = answer_all(&mut server, pass).await;
-    assert_eq!(rest[0], ("PATCH".into(), format!("{NODE_POLICIES}/web-2")));
 }

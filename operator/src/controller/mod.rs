@@ -21,6 +21,7 @@ pub mod watch;
 
 use std::{sync::Arc, time::Duration};
 
+use futures::{StreamExt, stream};
 use k8s_openapi::{
     api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
@@ -37,6 +38,10 @@ use crate::{
     index::Index,
     reconcile::{FIELD_MANAGER, Note, Plan, Reconciler, StatusWrite},
 };
+
+/// Writes of one kind in flight at once: enough to hide the API server's
+/// latency, few enough not to trip its rate limits.
+pub const WRITES_IN_FLIGHT: usize = 8;
 
 /// A write the API server refused.
 #[derive(Debug, thiserror::Error)]
@@ -129,25 +134,51 @@ impl Operator {
     }
 
     /// Writes a plan: NodePolicies first (what nodes enforce), then stale
-    /// deletions, statuses and Events. Stops at the first refused write;
-    /// what was written is remembered, so the retry writes only the rest.
+    /// deletions, statuses and Events. Writes of one kind go out
+    /// [`WRITES_IN_FLIGHT`] at a time; a refused write fails the pass after
+    /// the others of its kind finished. What was written is remembered, so
+    /// the retry writes only the rest.
     async fn execute(&mut self, plan: &Plan) -> Result<(), WriteError> {
         let apply = PatchParams::apply(FIELD_MANAGER).force();
         let node_policies = self.api::<NodePolicy>(None);
-        for object in &plan.node_policies {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            let result = node_policies
-                .patch(&name, &apply, &Patch::Apply(object))
-                .await;
+        // Futures built up front: a stream's `map` closure over borrowed
+        // items trips the compiler's Send check on the spawned pass.
+        let writes: Vec<_> = plan
+            .node_policies
+            .iter()
+            .map(|object| {
+                let (api, apply) = (&node_policies, &apply);
+                async move {
+                    let name = object.metadata.name.clone().unwrap_or_default();
+                    let result = api.patch(&name, apply, &Patch::Apply(object)).await;
+                    (name, &object.spec.revision, result)
+                }
+            })
+            .collect();
+        let results: Vec<_> = stream::iter(writes)
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut refused = None;
+        for (name, revision, result) in results {
             self.count("NodePolicy", result.is_ok());
-            result.map_err(|source| WriteError {
-                verb: "apply",
-                kind: "NodePolicy",
-                name: name.clone(),
-                source,
-            })?;
-            self.metrics.node_policy_writes.inc();
-            self.reconciler.wrote(&name, &object.spec.revision);
+            match result {
+                Ok(_) => {
+                    self.metrics.node_policy_writes.inc();
+                    self.reconciler.wrote(&name, revision);
+                }
+                Err(source) => {
+                    refused.get_or_insert(WriteError {
+                        verb: "apply",
+                        kind: "NodePolicy",
+                        name,
+                        source,
+                    });
+                }
+            }
+        }
+        if let Some(error) = refused {
+            return Err(error);
         }
         for deletion in &plan.deletions {
             let params = DeleteParams::default().preconditions(Preconditions {
@@ -169,8 +200,17 @@ impl Operator {
                 }
             };
         }
-        for write in &plan.statuses {
-            self.write_status(write, &apply).await?;
+        let writes: Vec<_> = plan
+            .statuses
+            .iter()
+            .map(|write| self.write_status(write, &apply))
+            .collect();
+        let results: Vec<_> = stream::iter(writes)
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        if let Some(error) = results.into_iter().find_map(Result::err) {
+            return Err(error);
         }
         for note in &plan.notes {
             self.publish(note).await;

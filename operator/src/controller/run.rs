@@ -105,12 +105,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
                 let Some(message) = message else { anyhow::bail!("every watcher stopped") };
                 dirty |= take(&mut operator, &mut synced, message);
                 // Let the burst end before one recompute.
-                let burst_end = Instant::now() + LONGEST_BURST;
-                while let Ok(Some(message)) = timeout(flags.debounce.min(burst_end - Instant::now()), rx.recv()).await {
+                for message in burst(&mut rx, flags.debounce, LONGEST_BURST).await {
                     dirty |= take(&mut operator, &mut synced, message);
-                    if Instant::now() >= burst_end {
-                        break;
-                    }
                 }
             }
             changed = async {
@@ -157,6 +153,23 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The rest of a burst that has begun: whatever arrives until `quiet`
+/// passes without a message, or `longest` since the call.
+pub async fn burst<T>(rx: &mut mpsc::Receiver<T>, quiet: Duration, longest: Duration) -> Vec<T> {
+    let end = Instant::now() + longest;
+    let mut out = Vec::new();
+    loop {
+        let wait = quiet.min(end.saturating_duration_since(Instant::now()));
+        match timeout(wait, rx.recv()).await {
+            Ok(Some(message)) => out.push(message),
+            Ok(None) | Err(_) => return out,
+        }
+        if Instant::now() >= end {
+            return out;
+        }
+    }
+}
+
 /// Applies one watcher message; true when the index changed.
 fn take(operator: &mut Operator, synced: &mut BTreeSet<Watched>, message: Message) -> bool {
     match message {
@@ -185,5 +198,51 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_taken_whole_and_a_stream_in_slices() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        // 100 changes 10 ms apart (a rollout touching 100 MeshNodes).
+        let sender = tokio::spawn(async move {
+            for i in 0..100 {
+                tx.send(i).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tx.send(100).await.unwrap();
+        });
+        let first = rx.recv().await.unwrap();
+        let rest = burst(&mut rx, Duration::from_millis(200), Duration::from_secs(2)).await;
+        assert_eq!(
+            (first, rest.len()),
+            (0, 99),
+            "one recompute for the whole burst"
+        );
+
+        let (tx, mut rx) = mpsc::channel(1024);
+        let stream = tokio::spawn(async move {
+            for i in 0..1000 {
+                if tx.send(i).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let started = Instant::now();
+        let taken = burst(&mut rx, Duration::from_millis(200), Duration::from_secs(2)).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "a steady stream is cut"
+        );
+        assert!((39..=41).contains(&taken.len()), "{}", taken.len());
+        sender.abort();
+        stream.abort();
     }
 }

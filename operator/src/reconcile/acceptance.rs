@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshguard_crds::{
     Kind, MeshPolicy, PolicyChain,
     policy_chain::{ApiKeyStep, JwtStep},
-    validation::{FieldError, Validator},
 };
 
+use super::validity::Validity;
 use crate::{
     diagnostics::{Diagnostic, Severity},
     index::{Index, Namespaced},
@@ -58,36 +58,6 @@ pub struct LastGood {
     pub chains: BTreeMap<Namespaced, GoodChain>,
 }
 
-fn lines(errors: &[FieldError]) -> Vec<String> {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect()
-}
-
-fn validate<T: serde::Serialize>(
-    validator: &Validator,
-    kind: Kind,
-    object: &T,
-) -> Option<Rejection> {
-    let value = match serde_json::to_value(object) {
-        Ok(value) => value,
-        Err(e) => {
-            return Some(Rejection {
-                reason: "Invalid",
-                problems: vec![e.to_string()],
-            });
-        }
-    };
-    validator
-        .validate(kind, &value)
-        .err()
-        .map(|errors| Rejection {
-            reason: "Invalid",
-            problems: lines(&errors),
-        })
-}
-
 pub fn diagnostic_line(d: &Diagnostic) -> String {
     match &d.field {
         Some(field) => format!("{field}: {}", d.message),
@@ -98,16 +68,21 @@ pub fn diagnostic_line(d: &Diagnostic) -> String {
 impl LastGood {
     /// The first selection: validation only. [`LastGood::reject`] narrows
     /// it when the compiler finds errors.
-    pub fn select(&self, index: &Index, validator: &Validator) -> Selection {
+    pub fn select(&self, index: &Index, validity: &mut Validity) -> Selection {
+        let invalid = |problems| Rejection {
+            reason: "Invalid",
+            problems,
+        };
         let mut out = Selection::default();
         for (name, policy) in &index.policies {
-            if let Some(rejection) = validate(validator, Kind::MeshPolicy, policy) {
-                out.rejected_policies.insert(name.clone(), rejection);
+            if let Some(problems) = validity.problems(Kind::MeshPolicy, policy) {
+                out.rejected_policies
+                    .insert(name.clone(), invalid(problems));
             }
         }
         for (key, chain) in &index.chains {
-            if let Some(rejection) = validate(validator, Kind::PolicyChain, chain) {
-                out.rejected_chains.insert(key.clone(), rejection);
+            if let Some(problems) = validity.problems(Kind::PolicyChain, chain) {
+                out.rejected_chains.insert(key.clone(), invalid(problems));
             }
         }
         self.fill(index, &mut out);

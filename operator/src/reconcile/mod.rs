@@ -15,6 +15,7 @@
 
 mod acceptance;
 mod status;
+mod validity;
 
 use std::{
     collections::BTreeMap,
@@ -26,11 +27,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Resource;
 use meshguard_crds::{
     Kind, MeshNode, MeshNodeStatus, MeshPolicyStatus, NodePolicy, PolicyChainStatus,
-    validation::Validator,
 };
 
 pub use self::acceptance::Rejection;
-use self::acceptance::{LastGood, Selection};
+use self::{
+    acceptance::{LastGood, Selection},
+    validity::Validity,
+};
 use crate::{
     addresses::Prefix,
     compile::{Compiled, Compiler, Inputs},
@@ -102,7 +105,7 @@ pub struct Reconciler {
     settings: Settings,
     compiler: Compiler,
     allocator: Allocator,
-    validator: Validator,
+    validity: Validity,
     last_good: LastGood,
     /// Revisions written but not yet seen back from the watch.
     written: BTreeMap<String, String>,
@@ -114,7 +117,7 @@ impl Reconciler {
             allocator: Allocator::new(settings.mesh_cidr),
             settings,
             compiler: Compiler::default(),
-            validator: Validator::new(),
+            validity: Validity::new(),
             last_good: LastGood::default(),
             written: BTreeMap::new(),
         }
@@ -129,7 +132,7 @@ impl Reconciler {
         let mut plan = Plan::default();
         let (members, registrations) = self.members(index);
 
-        let mut selection = self.last_good.select(index, &self.validator);
+        let mut selection = self.last_good.select(index, &mut self.validity);
         let started = Instant::now();
         let mut compiled;
         loop {
@@ -163,6 +166,7 @@ impl Reconciler {
             now,
         };
         view.write(&mut plan);
+        self.validity.end_pass();
         plan
     }
 
@@ -179,7 +183,7 @@ impl Reconciler {
         let mut claims = Vec::new();
         for node in &nodes {
             let name = node.metadata.name.clone().unwrap_or_default();
-            if let Some(problems) = self.invalid(Kind::MeshNode, node) {
+            if let Some(problems) = self.validity.problems(Kind::MeshNode, *node) {
                 registrations.insert(name, Registration::Invalid(problems));
                 continue;
             }
@@ -227,16 +231,6 @@ impl Reconciler {
             }
         }
         (members, registrations)
-    }
-
-    fn invalid<T: serde::Serialize>(&self, kind: Kind, object: &T) -> Option<Vec<String>> {
-        let value = serde_json::to_value(object).ok()?;
-        self.validator.validate(kind, &value).err().map(|errors| {
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect()
-        })
     }
 
     fn compile(&mut self, members: &[Member], selection: &Selection) -> Compiled {

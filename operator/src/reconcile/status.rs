@@ -295,17 +295,24 @@ impl View<'_> {
                     mesh_ip = Some(ip.to_string());
                     let reason = if *fixed { "StaticMeshIP" } else { "Allocated" };
                     c.set("Registered", true, reason, &format!("mesh IP {ip}"));
-                    let (_, done) = self.enforcing([name.as_str()]);
-                    if done == 1 {
+                    // Live once its agent reports a NodePolicy applied; whether
+                    // it has the newest is each MeshPolicy's `Enforced`.
+                    let applied = self
+                        .index
+                        .node_policies
+                        .get(name)
+                        .is_some_and(|p| p.enforced.is_some());
+                    if applied {
                         c.set(
                             "Ready",
                             true,
-                            "Enforcing",
-                            "the agent enforces the current NodePolicy",
+                            "AgentReporting",
+                            "the agent reports its NodePolicy applied",
                         );
                     } else {
-                        let message = "the agent has not yet applied the current NodePolicy";
-                        c.set("Ready", false, "Pending", message);
+                        let message =
+                            "no NodePolicy applied yet: is the agent running on the node?";
+                        c.set("Ready", false, "AgentNotReporting", message);
                     }
                 }
                 Some(Registration::NoAddress(e)) => {
