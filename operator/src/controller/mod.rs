@@ -16,6 +16,7 @@ pub mod cli;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 pub mod run;
 pub mod watch;
 
