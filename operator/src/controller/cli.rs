@@ -59,6 +59,7 @@ pub struct Flags {
     /// Quiet time that ends a burst of changes before one recompute (`200ms`, `1s`).
     #[arg(long, env = "MESHGUARD_DEBOUNCE", default_value = "200ms", value_parser = duration)]
     pub debounce: Duration,
+    /// Log lines as text for people or JSON for collectors (level: RUST_LOG, default info).
     #[arg(long, env = "MESHGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
