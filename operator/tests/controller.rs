@@ -296,3 +296,44 @@ async fn refused_writes_fail_the_pass_back_off_and_are_retried() {
     assert_eq!(error_policy(&error, 1), Duration::from_millis(200));
     assert_eq!(error_policy(&error, 10), Duration::from_secs(5), "capped");
 }
+
+#[tokio::test]
+async fn a_restarted_operator_keeps_every_address_and_gives_a_newcomer_the_lowest_free_one() {
+    // Before the restart: three members allocated, agents reporting.
+    let mut index = three_tier();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let mut before = reconciler();
+    let plan = before.plan(&index, &now);
+    written_back(&mut index, &plan, true);
+    let settled = before.plan(&index, &now); // Ready: the agents report
+    written_back(&mut index, &settled, true);
+    index.apply(Update::MeshNodeGone("web-1".into()));
+    index.apply(Update::MeshNode(Box::new(mesh_node("web-3", "web", 50))));
+    // A new process: nothing in memory but what the API server holds.
+    let (operator, mut server) = operator(index);
+    let mut statuses = Vec::new();
+    let (_, result, requests) = serve(&mut server, start(operator), |seen| {
+        if seen
+            .path()
+            .starts_with("/apis/meshguard.io/v1alpha1/meshnodes/")
+        {
+            statuses.push((
+                seen.path().to_owned(),
+                seen.body["status"]["meshIP"].clone(),
+            ));
+        }
+        None
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(
+        statuses,
+        [(
+            "/apis/meshguard.io/v1alpha1/meshnodes/web-3/status".to_owned(),
+            json!("100.96.0.1")
+        )],
+        "only the newcomer's status is written, with web-1's freed address: {requests:?}"
+    );
+    assert!(requests.contains(&format!("DELETE {NODE_POLICIES}/web-1")));
+}
