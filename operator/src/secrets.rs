@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Secret;
 use meshguard_crds::validation::jwks::{self, JwksError};
 use sha2::{Digest, Sha256};
 
@@ -25,6 +26,21 @@ pub struct SecretEntry {
 }
 
 impl SecretDigests {
+    /// Reduces a Secret as the API server holds it (it merges `stringData`
+    /// into `data`; a manifest or an object built by hand may carry either).
+    pub fn from_secret(namespace: &str, name: &str, secret: Secret) -> SecretDigests {
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            data.insert(k, v.into_bytes());
+        }
+        SecretDigests::reduce(namespace, name, &data)
+    }
+
     /// Reduces a Secret's `data` (values already base64-decoded).
     pub fn reduce(namespace: &str, name: &str, data: &BTreeMap<String, Vec<u8>>) -> SecretDigests {
         let entries = data

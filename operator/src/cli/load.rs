@@ -250,20 +250,9 @@ impl Loaded {
                     return;
                 }
                 match typed::<Secret>(&doc) {
-                    Ok(secret) => {
-                        // The API server merges stringData into data; so do we.
-                        let mut data: BTreeMap<String, Vec<u8>> = secret
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0))
-                            .collect();
-                        for (k, v) in secret.string_data.unwrap_or_default() {
-                            data.insert(k, v.into_bytes());
-                        }
-                        self.secrets
-                            .push(SecretDigests::reduce(&namespace, &name, &data));
-                    }
+                    Ok(secret) => self
+                        .secrets
+                        .push(SecretDigests::from_secret(&namespace, &name, secret)),
                     Err(e) => fail(errors, None, e),
                 }
             }

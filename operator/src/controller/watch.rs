@@ -5,7 +5,7 @@
 //!
 //! Secrets are reduced to digests here, before anything else sees them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
@@ -65,7 +65,10 @@ pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>) {
         Api::all(client.clone()),
         Watched::Secrets,
         tx,
-        |s: Secret| Update::Secret(reduce(s)),
+        |s: Secret| {
+            let (namespace, name) = key(&s);
+            Update::Secret(SecretDigests::from_secret(&namespace, &name, s))
+        },
         Update::SecretGone,
     );
     spawn::<ConfigMap>(
@@ -109,22 +112,6 @@ fn key<K: Resource>(object: &K) -> Namespaced {
         Some(ns) => (ns.clone(), name),
         None => (String::new(), name),
     }
-}
-
-/// A Secret's values as digests; the API server merges `stringData` into
-/// `data`, but an object built by hand may carry only `stringData`.
-fn reduce(secret: Secret) -> SecretDigests {
-    let (namespace, name) = key(&secret);
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in secret.string_data.unwrap_or_default() {
-        data.insert(k, v.into_bytes());
-    }
-    SecretDigests::reduce(&namespace, &name, &data)
 }
 
 fn spawn<K>(
