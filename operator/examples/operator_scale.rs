@@ -169,6 +169,7 @@ async fn main() {
     let settings = Settings {
         mesh_cidr: "100.96.0.0/16".parse().unwrap(),
         listen_port: 51820,
+        audit_peers: false,
     };
     let metrics = Arc::new(Metrics::new(&mut Registry::default()));
     let mut operator = Operator::new(client, Reconciler::new(settings), metrics, None);

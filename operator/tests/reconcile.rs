@@ -328,3 +328,28 @@ fn a_deleted_secret_rejects_the_chain_and_nodes_keep_its_last_good_version() {
         "{message}"
     );
 }
+
+#[test]
+fn audit_peers_are_listed_only_when_the_operator_is_asked() {
+    let index = three_tier();
+    let audit_of = |audit_peers: bool| {
+        let settings = meshguard_operator::reconcile::Settings {
+            audit_peers,
+            ..settings()
+        };
+        let plan = meshguard_operator::reconcile::Reconciler::new(settings).plan(&index, &now());
+        let web_1 = plan
+            .node_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("web-1"))
+            .unwrap();
+        web_1
+            .spec
+            .audit_peers
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(audit_of(true), ["web-2"], "the member web-1 may not reach");
+    assert!(audit_of(false).is_empty());
+}

@@ -31,6 +31,10 @@ pub struct Flags {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub listen_port: u16,
+    /// Also list every other member in each NodePolicy's `auditPeers`, for
+    /// agents run with `--enforcement audit` (a first rollout on a live cluster).
+    #[arg(long, env = "MESHGUARD_AUDIT_PEERS", default_value_t = false, action = ArgAction::Set)]
+    pub audit_peers: bool,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, env = "MESHGUARD_METRICS_LISTEN", default_value = "0.0.0.0:9470")]
     pub metrics_listen: SocketAddr,

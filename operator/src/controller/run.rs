@@ -77,6 +77,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let settings = Settings {
         mesh_cidr: flags.mesh_cidr,
         listen_port: flags.listen_port,
+        audit_peers: flags.audit_peers,
     };
     let mut operator = Operator::new(
         client,

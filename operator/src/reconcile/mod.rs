@@ -50,6 +50,8 @@ pub const FIELD_MANAGER: &str = "meshguard-operator";
 pub struct Settings {
     pub mesh_cidr: Prefix,
     pub listen_port: u16,
+    /// NodePolicies also list every non-peer in `auditPeers`.
+    pub audit_peers: bool,
 }
 
 /// A status the controller should write (server-side apply on `/status`).
@@ -115,8 +117,8 @@ impl Reconciler {
     pub fn new(settings: Settings) -> Reconciler {
         Reconciler {
             allocator: Allocator::new(settings.mesh_cidr),
+            compiler: Compiler::default().audit_peers(settings.audit_peers),
             settings,
-            compiler: Compiler::default(),
             validity: Validity::new(),
             last_good: LastGood::default(),
             written: BTreeMap::new(),

@@ -18,6 +18,7 @@ pub fn settings() -> Settings {
     Settings {
         mesh_cidr: "100.96.0.0/24".parse().unwrap(),
         listen_port: 51820,
+        audit_peers: false,
     }
 }
 
