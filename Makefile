@@ -5,13 +5,17 @@ CARGO ?= cargo
 export MESHGUARD_VENV ?= $(CURDIR)/.venv
 CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: help deps test lint fmt crds bench
+.PHONY: help deps demo test lint fmt crds bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
 
 deps: ## Install system packages and the Python test tools (.venv/)
 	@scripts/deps.sh
+
+demo: deps ## The local mesh (root): examples/ enforced in namespaces, a measured matrix, a live quarantine
+	$(CARGO) build --release -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins
+	$(CARGO_TARGET)/release/meshguard-demo --examples examples
 
 test: deps lint ## Format check, clippy, then every test
 	$(CARGO) test --workspace --all-targets

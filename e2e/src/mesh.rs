@@ -270,13 +270,31 @@ impl Mesh {
         Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 
+    /// Sets (or, with `None`, removes) a label on a member; the next
+    /// `set_policies` compiles with it.
+    pub fn set_label(&mut self, name: &str, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+        let node = self.node_mut(name);
+        match value {
+            Some(value) => node.labels.insert(key.to_owned(), value.to_owned()),
+            None => node.labels.remove(key),
+        };
+        self.write_members()
+    }
+
     fn write_members(&self) -> anyhow::Result<()> {
         let mut text = String::new();
         for node in &self.nodes {
             let labels: Vec<String> = node
                 .labels
                 .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
+                // JSON strings are YAML strings: `true` or `1` stay text.
+                .map(|(k, v)| {
+                    format!(
+                        "{}: {}",
+                        serde_json::Value::from(k.as_str()),
+                        serde_json::Value::from(v.as_str())
+                    )
+                })
                 .collect();
             text.push_str(&format!(
                 "---\napiVersion: meshguard.io/v1alpha1\nkind: MeshNode\nmetadata: {{ name: {}, labels: {{ {} }} }}\nspec: {{ publicKey: {}, endpoint: \"{}:51820\" }}\n",
@@ -607,6 +625,61 @@ impl Mesh {
             .success()
     }
 
+    /// Probes many flows at once, `parallel` at a time (a denied flow costs
+    /// its whole timeout, so one by one a matrix would take minutes).
+    pub fn probe_all(
+        &self,
+        flows: &[(&str, &str, Traffic)],
+        parallel: usize,
+    ) -> anyhow::Result<Vec<bool>> {
+        let mut results = Vec::with_capacity(flows.len());
+        for batch in flows.chunks(parallel.max(1)) {
+            let mut children = Vec::new();
+            for (from, to, traffic) in batch {
+                let ip = self.mesh_ip(to);
+                let probe = self.probe_bin.display().to_string();
+                let mut command = match traffic {
+                    Traffic::Tcp(port) => self
+                        .node(from)
+                        .ns
+                        .command(&probe, &["tcp", &format!("{ip}:{port}")]),
+                    Traffic::Udp(port) => self
+                        .node(from)
+                        .ns
+                        .command(&probe, &["udp", &format!("{ip}:{port}")]),
+                    Traffic::Icmp => self
+                        .node(from)
+                        .ns
+                        .command("ping", &["-c", "1", "-W", "1", &ip]),
+                };
+                let child = command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                children.push(child);
+            }
+            for mut child in children {
+                results.push(child.wait()?.success());
+            }
+        }
+        Ok(results)
+    }
+
+    /// What removes this mesh's namespaces and mounts; it can run on
+    /// another thread (a Ctrl-C handler) while this mesh is in use.
+    pub fn cleaner(&self) -> Cleaner {
+        Cleaner {
+            namespaces: self
+                .nodes
+                .iter()
+                .map(|n| (n.ns.net.clone(), n.ns.mount.clone()))
+                .collect(),
+            switch: self.switch.clone(),
+            mounts: self.mounts.clone(),
+        }
+    }
+
     /// A TCP connection held open in the background, a round trip every 100 ms.
     pub fn hold(&self, from: &str, to: &str, port: u16, seconds: u64) -> anyhow::Result<Child> {
         let mut child = self
@@ -690,6 +763,42 @@ impl Mesh {
     }
 }
 
+/// One flow's traffic, for [`Mesh::probe_all`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Traffic {
+    Tcp(u16),
+    Udp(u16),
+    Icmp,
+}
+
+/// Removes a mesh's namespaces and mounts, killing what still runs in them.
+#[derive(Clone, Debug)]
+pub struct Cleaner {
+    namespaces: Vec<(String, PathBuf)>,
+    switch: String,
+    mounts: PathBuf,
+}
+
+impl Cleaner {
+    pub fn run(&self) {
+        for (net, _) in &self.namespaces {
+            // Everything in the node's network namespace, by pid (never a
+            // pattern match: parallel tests run daemons of the same name).
+            let pids = host("ip", &["netns", "pids", net]).unwrap_or_default();
+            for pid in pids.split_whitespace() {
+                let _ = host("kill", &["-KILL", pid]);
+            }
+        }
+        for (net, mount) in &self.namespaces {
+            let _ = host("ip", &["netns", "del", net]);
+            let _ = host("umount", &[&mount.display().to_string()]);
+        }
+        let _ = host("ip", &["netns", "del", &self.switch]);
+        let _ = host("umount", &[&self.mounts.display().to_string()]);
+        let _ = std::fs::remove_dir_all(&self.mounts);
+    }
+}
+
 impl Drop for Mesh {
     fn drop(&mut self) {
         for node in &mut self.nodes {
@@ -702,20 +811,8 @@ impl Drop for Mesh {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            // Anything else still in the node's network namespace (never a
-            // pattern match: parallel tests run daemons of the same name).
-            let pids = host("ip", &["netns", "pids", &node.ns.net]).unwrap_or_default();
-            for pid in pids.split_whitespace() {
-                let _ = host("kill", &["-KILL", pid]);
-            }
         }
-        for node in &self.nodes {
-            let _ = host("ip", &["netns", "del", &node.ns.net]);
-            let _ = host("umount", &[&node.ns.mount.display().to_string()]);
-        }
-        let _ = host("ip", &["netns", "del", &self.switch]);
-        let _ = host("umount", &[&self.mounts.display().to_string()]);
-        let _ = std::fs::remove_dir_all(&self.mounts);
+        self.cleaner().run();
         // Logs stay for a failed test, or when asked (`MESHGUARD_E2E_KEEP=1`).
         if !std::thread::panicking() && std::env::var_os("MESHGUARD_E2E_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);

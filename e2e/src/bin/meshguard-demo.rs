@@ -1,0 +1,514 @@
+//! `make demo`: the main job without a cluster. A mesh of the members in
+//! `examples/` — each in its own network namespace with a boringtun daemon
+//! and the real `meshguard-agent` in file mode — enforcing the policies of
+//! `examples/` as `meshguard compile` compiles them. It prints the nodes,
+//! then a connectivity matrix measured with real connections next to what
+//! `meshguard check` predicts for each cell, then quarantines a node live
+//! and measures how long every node took to enforce it. The last line
+//! counts the disagreements between prediction and measurement; the exit
+//! status is 0 only when there are none.
+//!
+//! Needs root (network namespaces). Everything it creates is removed at the
+//! end, also on Ctrl-C.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use meshguard_e2e::mesh::{Cleaner, Mesh, Traffic};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(
+    about = "A local meshguard mesh in network namespaces: policies, a measured matrix, a live change (root)"
+)]
+struct Args {
+    /// The manifests: MeshNodes (the members) and everything else `meshguard compile` reads.
+    #[arg(long, default_value = "examples")]
+    examples: PathBuf,
+    /// The member quarantined in the live change.
+    #[arg(long, default_value = "app-1")]
+    quarantine: String,
+    /// Probes run at once.
+    #[arg(long, default_value_t = 24)]
+    parallel: usize,
+}
+
+/// One cell of the matrix: a flow, what `meshguard check` says, what the
+/// network did.
+struct Cell {
+    from: String,
+    to: String,
+    traffic: Traffic,
+    predicted: bool,
+    decided_by: String,
+    measured: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cleaner: Arc<Mutex<Option<Cleaner>>> = Arc::default();
+    on_interrupt(Arc::clone(&cleaner));
+    match run(&args, &cleaner) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("meshguard-demo: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM: remove the namespaces, then exit (the mesh's own
+/// cleanup never runs when the process is interrupted).
+fn on_interrupt(cleaner: Arc<Mutex<Option<Cleaner>>>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        eprintln!("\ninterrupted: removing the demo's namespaces");
+        if let Some(cleaner) = cleaner.lock().ok().and_then(|c| c.clone()) {
+            cleaner.run();
+        }
+        std::process::exit(130);
+    });
+}
+
+/// A member of the demo: its name and labels.
+type Member = (String, Vec<(String, String)>);
+
+/// The members and the text of every other manifest.
+fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, String)> {
+    let mut members = Vec::new();
+    let mut others = String::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("{}: not YAML", file.display()))?;
+        for doc in docs {
+            if doc["kind"] == "MeshNode" {
+                let name = doc["metadata"]["name"]
+                    .as_str()
+                    .context("a MeshNode without a name")?;
+                let labels = doc["metadata"]["labels"]
+                    .as_object()
+                    .map(|l| {
+                        l.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                members.push((name.to_owned(), labels));
+            } else if !doc.is_null() {
+                others.push_str("---\n");
+                others.push_str(&serde_json::to_string(&doc)?);
+                others.push('\n');
+            }
+        }
+    }
+    if members.len() < 2 {
+        bail!(
+            "{} holds {} MeshNodes; the demo needs at least two",
+            dir.display(),
+            members.len()
+        );
+    }
+    Ok((members, others))
+}
+
+/// The traffic the policies speak of: every single port named (a range by
+/// its ends), and ICMP.
+fn traffic_of(manifests: &str) -> anyhow::Result<Vec<Traffic>> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(manifests)?;
+    let mut out = BTreeSet::from([Traffic::Icmp]);
+    for doc in docs.iter().filter(|d| d["kind"] == "MeshPolicy") {
+        for rule in doc["spec"]["rules"].as_array().into_iter().flatten() {
+            for port in rule["ports"].as_array().into_iter().flatten() {
+                let (Some(number), Some(protocol)) =
+                    (port["port"].as_u64(), port["protocol"].as_str())
+                else {
+                    continue;
+                };
+                let mut numbers = vec![number];
+                numbers.extend(port["endPort"].as_u64());
+                for n in numbers {
+                    let n = u16::try_from(n)?;
+                    match protocol {
+                        "TCP" => out.insert(Traffic::Tcp(n)),
+                        "UDP" => out.insert(Traffic::Udp(n)),
+                        _ => false,
+                    };
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn label(traffic: Traffic) -> String {
+    match traffic {
+        Traffic::Tcp(port) => format!("tcp/{port}"),
+        Traffic::Udp(port) => format!("udp/{port}"),
+        Traffic::Icmp => "icmp".into(),
+    }
+}
+
+/// `meshguard check -o json` for every flow, a few at a time.
+fn predict(
+    meshguard: &Path,
+    inputs: &Path,
+    flows: &[(&str, &str, Traffic)],
+) -> anyhow::Result<Vec<(bool, String)>> {
+    let mut out = Vec::with_capacity(flows.len());
+    for batch in flows.chunks(8) {
+        let mut children = Vec::new();
+        for (from, to, traffic) in batch {
+            let mut command = Command::new(meshguard);
+            command
+                .arg("check")
+                .arg("-f")
+                .arg(inputs)
+                .args(["--from", from, "--to", to, "-o", "json"]);
+            match traffic {
+                Traffic::Tcp(port) => {
+                    command.args(["--protocol", "TCP", "--port", &port.to_string()])
+                }
+                Traffic::Udp(port) => {
+                    command.args(["--protocol", "UDP", "--port", &port.to_string()])
+                }
+                Traffic::Icmp => command.args(["--protocol", "ICMP"]),
+            };
+            children.push(
+                command
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()?,
+            );
+        }
+        for child in children {
+            let output = child.wait_with_output()?;
+            let answer: Value = serde_json::from_slice(&output.stdout).with_context(|| {
+                format!(
+                    "meshguard check: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?;
+            let decided_by = match (answer["policy"].as_str(), &answer["rule"]) {
+                (Some(policy), Value::String(rule)) => format!("{policy}/{rule}"),
+                (Some(policy), rule) => format!("{policy}/{rule}"),
+                (None, _) => "default deny".into(),
+            };
+            out.push((answer["verdict"] == "Allow", decided_by));
+        }
+    }
+    Ok(out)
+}
+
+fn meshguard_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("meshguard");
+    if !path.is_file() {
+        bail!("{} is not built: run `make demo`", path.display());
+    }
+    Ok(path)
+}
+
+/// Measures every ordered pair of members for every traffic, next to its prediction.
+fn matrix(
+    mesh: &Mesh,
+    members: &[String],
+    traffic: &[Traffic],
+    parallel: usize,
+) -> anyhow::Result<Vec<Cell>> {
+    let mut flows = Vec::new();
+    for from in members {
+        for to in members.iter().filter(|to| *to != from) {
+            for t in traffic {
+                flows.push((from.as_str(), to.as_str(), *t));
+            }
+        }
+    }
+    let predictions = predict(&meshguard_bin()?, &mesh.dir.join("in"), &flows)?;
+    // The first packet to a peer starts a WireGuard handshake; let every
+    // predicted-allowed TCP flow pass once before measuring.
+    let warm: Vec<(&str, &str, u16)> = flows
+        .iter()
+        .zip(&predictions)
+        .filter_map(|((from, to, t), (allowed, _))| match t {
+            Traffic::Tcp(port) if *allowed => Some((*from, *to, *port)),
+            _ => None,
+        })
+        .collect();
+    if mesh.warm_up(&warm, Duration::from_secs(30)).is_err() {
+        eprintln!("  (some predicted-allowed flows did not pass while warming up: see the matrix)");
+    }
+    let measured = mesh.probe_all(&flows, parallel)?;
+    Ok(flows
+        .iter()
+        .zip(predictions)
+        .zip(measured)
+        .map(
+            |(((from, to, traffic), (predicted, decided_by)), measured)| Cell {
+                from: (*from).to_owned(),
+                to: (*to).to_owned(),
+                traffic: *traffic,
+                predicted,
+                decided_by,
+                measured,
+            },
+        )
+        .collect())
+}
+
+/// One line per pair: the measured cells grouped by verdict and deciding
+/// rule; a disagreement is marked `!!`. Returns the disagreements.
+fn print_matrix(cells: &[Cell], only: Option<&str>) -> usize {
+    let mut pairs: BTreeMap<(&str, &str), Vec<&Cell>> = BTreeMap::new();
+    for cell in cells {
+        if only.is_some_and(|n| cell.from != n && cell.to != n) {
+            continue;
+        }
+        pairs.entry((&cell.from, &cell.to)).or_default().push(cell);
+    }
+    let mut disagreements = 0;
+    for ((from, to), cells) in pairs {
+        let mut groups: BTreeMap<(bool, &str), Vec<String>> = BTreeMap::new();
+        let mut wrong = Vec::new();
+        for cell in cells {
+            if cell.predicted != cell.measured {
+                disagreements += 1;
+                wrong.push(format!(
+                    "!! {} predicted {} ({}), measured {}",
+                    label(cell.traffic),
+                    verdict(cell.predicted),
+                    cell.decided_by,
+                    verdict(cell.measured)
+                ));
+            }
+            groups
+                .entry((cell.measured, &cell.decided_by))
+                .or_default()
+                .push(label(cell.traffic));
+        }
+        let text: Vec<String> = groups
+            .iter()
+            .rev()
+            .map(|((allowed, by), flows)| {
+                format!(
+                    "{} {} ({by})",
+                    if *allowed { "✓" } else { "✗" },
+                    flows.join(" ")
+                )
+            })
+            .collect();
+        println!("  {from:>10} → {to:<10} {}", text.join("  "));
+        for line in wrong {
+            println!("  {:>10}   {line}", "");
+        }
+    }
+    disagreements
+}
+
+fn verdict(allowed: bool) -> &'static str {
+    if allowed { "allow" } else { "deny" }
+}
+
+fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usize> {
+    let (members, manifests) = read_examples(&args.examples)?;
+    let traffic = traffic_of(&manifests)?;
+    let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    if !names.contains(&args.quarantine) {
+        bail!(
+            "--quarantine {}: no such member in {}",
+            args.quarantine,
+            args.examples.display()
+        );
+    }
+    println!(
+        "meshguard demo: {} members from {}, each in its own network namespace",
+        names.len(),
+        args.examples.display()
+    );
+    let started = Instant::now();
+    let labels: Vec<Vec<(&str, &str)>> = members
+        .iter()
+        .map(|(_, l)| l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .collect();
+    let nodes: Vec<(&str, &[(&str, &str)])> = members
+        .iter()
+        .zip(&labels)
+        .map(|((n, _), l)| (n.as_str(), l.as_slice()))
+        .collect();
+    let mut mesh = Mesh::new(&nodes)?;
+    if let Ok(mut slot) = cleaner.lock() {
+        *slot = Some(mesh.cleaner());
+    }
+    let tcp: Vec<u16> = traffic
+        .iter()
+        .filter_map(|t| {
+            if let Traffic::Tcp(p) = t {
+                Some(*p)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let udp: Vec<u16> = traffic
+        .iter()
+        .filter_map(|t| {
+            if let Traffic::Udp(p) = t {
+                Some(*p)
+            } else {
+                None
+            }
+        })
+        .collect();
+    for name in &names {
+        mesh.serve(name, &tcp, &udp)?;
+    }
+    let revisions = mesh.set_policies(&manifests)?;
+    mesh.start_agents(&[])?;
+    mesh.wait_applied(&revisions, Duration::from_secs(60))?;
+    println!(
+        "mesh up and enforcing in {:.1} s (namespaces {}-*)\n",
+        started.elapsed().as_secs_f64(),
+        mesh.prefix
+    );
+
+    println!("Nodes");
+    println!("  {:<10} {:<14} {:<44} peers", "name", "mesh IP", "labels");
+    for node in &mesh.nodes {
+        let labels: Vec<String> = node
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let peers: Vec<String> = mesh
+            .policy(&node.name)?
+            .spec
+            .peers
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        println!(
+            "  {:<10} {:<14} {:<44} {}",
+            node.name,
+            mesh.mesh_ip(&node.name),
+            labels.join(","),
+            if peers.is_empty() {
+                "(none)".to_owned()
+            } else {
+                peers.join(" ")
+            }
+        );
+    }
+
+    println!(
+        "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
+    );
+    let cells = matrix(&mesh, &names, &traffic, args.parallel)?;
+    let mut disagreements = print_matrix(&cells, None);
+    println!(
+        "  {} cells, {} allowed, {disagreements} disagreements",
+        cells.len(),
+        cells.iter().filter(|c| c.measured).count()
+    );
+
+    println!(
+        "\nLive change: quarantine {} (label meshguard.io/quarantine=true)",
+        args.quarantine
+    );
+    mesh.set_label(&args.quarantine, "meshguard.io/quarantine", Some("true"))?;
+    let written = Instant::now();
+    let revisions = mesh.set_policies(&manifests)?;
+    let mut converged = BTreeMap::new();
+    while converged.len() < names.len() {
+        for name in &names {
+            if converged.contains_key(name) {
+                continue;
+            }
+            let applied = mesh.status(name).and_then(|s| s.observed_revision);
+            if applied.as_ref() == revisions.get(name) {
+                converged.insert(name.clone(), written.elapsed());
+            }
+        }
+        if written.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "not enforced everywhere within 60 s: {:?} done",
+                converged.keys()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut times: Vec<(&String, &Duration)> = converged.iter().collect();
+    times.sort_by_key(|(_, d)| **d);
+    let line: Vec<String> = times
+        .iter()
+        .map(|(n, d)| format!("{n} {:.0} ms", d.as_secs_f64() * 1000.0))
+        .collect();
+    println!(
+        "  from the state-file write to enforcement: {}",
+        line.join(", ")
+    );
+    let slowest = times
+        .last()
+        .map(|(_, d)| d.as_secs_f64() * 1000.0)
+        .unwrap_or_default();
+    println!("  every node enforcing after {slowest:.0} ms");
+    let cells = matrix(&mesh, &names, &traffic, args.parallel)?;
+    println!("  connectivity of {} now:", args.quarantine);
+    let after = print_matrix(&cells, Some(&args.quarantine));
+    let elsewhere = cells
+        .iter()
+        .filter(|c| {
+            c.from != args.quarantine && c.to != args.quarantine && c.predicted != c.measured
+        })
+        .count();
+    if elsewhere > 0 {
+        println!("  and {elsewhere} disagreements between the other members:");
+        print_matrix(
+            &cells
+                .into_iter()
+                .filter(|c| c.predicted != c.measured)
+                .collect::<Vec<_>>(),
+            None,
+        );
+    }
+    disagreements += after + elsewhere;
+    drop(mesh);
+    if let Ok(mut slot) = cleaner.lock() {
+        *slot = None;
+    }
+    println!(
+        "\nnamespaces removed; {:.0} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    println!("disagreements between meshguard check and the network: {disagreements}");
+    Ok(disagreements)
+}
