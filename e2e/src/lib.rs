@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api_server;
+pub mod matrix;
 
 pub mod mesh;
 pub mod netns;

@@ -758,6 +758,11 @@ impl Mesh {
             .sum()
     }
 
+    /// The `meshguard` CLI the mesh compiles with.
+    pub fn meshguard_bin(&self) -> &Path {
+        &self.meshguard_bin
+    }
+
     pub fn agent_bin(&self) -> &Path {
         &self.agent_bin
     }

@@ -12,16 +12,19 @@
 //! end, also on Ctrl-C.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Command, ExitCode, Stdio},
+    process::ExitCode,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use meshguard_e2e::mesh::{Cleaner, Mesh, Traffic};
+use meshguard_e2e::{
+    matrix::{Cell, all_pairs, label, measure, traffic_of},
+    mesh::{Cleaner, Mesh, Traffic},
+};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -38,17 +41,6 @@ struct Args {
     /// Probes run at once.
     #[arg(long, default_value_t = 24)]
     parallel: usize,
-}
-
-/// One cell of the matrix: a flow, what `meshguard check` says, what the
-/// network did.
-struct Cell {
-    from: String,
-    to: String,
-    traffic: Traffic,
-    predicted: bool,
-    decided_by: String,
-    measured: bool,
 }
 
 fn main() -> ExitCode {
@@ -140,150 +132,6 @@ fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, String)> {
         );
     }
     Ok((members, others))
-}
-
-/// The traffic the policies speak of: every single port named (a range by
-/// its ends), and ICMP.
-fn traffic_of(manifests: &str) -> anyhow::Result<Vec<Traffic>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(manifests)?;
-    let mut out = BTreeSet::from([Traffic::Icmp]);
-    for doc in docs.iter().filter(|d| d["kind"] == "MeshPolicy") {
-        for rule in doc["spec"]["rules"].as_array().into_iter().flatten() {
-            for port in rule["ports"].as_array().into_iter().flatten() {
-                let (Some(number), Some(protocol)) =
-                    (port["port"].as_u64(), port["protocol"].as_str())
-                else {
-                    continue;
-                };
-                let mut numbers = vec![number];
-                numbers.extend(port["endPort"].as_u64());
-                for n in numbers {
-                    let n = u16::try_from(n)?;
-                    match protocol {
-                        "TCP" => out.insert(Traffic::Tcp(n)),
-                        "UDP" => out.insert(Traffic::Udp(n)),
-                        _ => false,
-                    };
-                }
-            }
-        }
-    }
-    Ok(out.into_iter().collect())
-}
-
-fn label(traffic: Traffic) -> String {
-    match traffic {
-        Traffic::Tcp(port) => format!("tcp/{port}"),
-        Traffic::Udp(port) => format!("udp/{port}"),
-        Traffic::Icmp => "icmp".into(),
-    }
-}
-
-/// `meshguard check -o json` for every flow, a few at a time.
-fn predict(
-    meshguard: &Path,
-    inputs: &Path,
-    flows: &[(&str, &str, Traffic)],
-) -> anyhow::Result<Vec<(bool, String)>> {
-    let mut out = Vec::with_capacity(flows.len());
-    for batch in flows.chunks(8) {
-        let mut children = Vec::new();
-        for (from, to, traffic) in batch {
-            let mut command = Command::new(meshguard);
-            command
-                .arg("check")
-                .arg("-f")
-                .arg(inputs)
-                .args(["--from", from, "--to", to, "-o", "json"]);
-            match traffic {
-                Traffic::Tcp(port) => {
-                    command.args(["--protocol", "TCP", "--port", &port.to_string()])
-                }
-                Traffic::Udp(port) => {
-                    command.args(["--protocol", "UDP", "--port", &port.to_string()])
-                }
-                Traffic::Icmp => command.args(["--protocol", "ICMP"]),
-            };
-            children.push(
-                command
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()?,
-            );
-        }
-        for child in children {
-            let output = child.wait_with_output()?;
-            let answer: Value = serde_json::from_slice(&output.stdout).with_context(|| {
-                format!(
-                    "meshguard check: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })?;
-            let decided_by = match (answer["policy"].as_str(), &answer["rule"]) {
-                (Some(policy), Value::String(rule)) => format!("{policy}/{rule}"),
-                (Some(policy), rule) => format!("{policy}/{rule}"),
-                (None, _) => "default deny".into(),
-            };
-            out.push((answer["verdict"] == "Allow", decided_by));
-        }
-    }
-    Ok(out)
-}
-
-fn meshguard_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name("meshguard");
-    if !path.is_file() {
-        bail!("{} is not built: run `make demo`", path.display());
-    }
-    Ok(path)
-}
-
-/// Measures every ordered pair of members for every traffic, next to its prediction.
-fn matrix(
-    mesh: &Mesh,
-    members: &[String],
-    traffic: &[Traffic],
-    parallel: usize,
-) -> anyhow::Result<Vec<Cell>> {
-    let mut flows = Vec::new();
-    for from in members {
-        for to in members.iter().filter(|to| *to != from) {
-            for t in traffic {
-                flows.push((from.as_str(), to.as_str(), *t));
-            }
-        }
-    }
-    let predictions = predict(&meshguard_bin()?, &mesh.dir.join("in"), &flows)?;
-    // The first packet to a peer starts a WireGuard handshake; let every
-    // predicted-allowed TCP flow pass once before measuring.
-    let warm: Vec<(&str, &str, u16)> = flows
-        .iter()
-        .zip(&predictions)
-        .filter_map(|((from, to, t), (allowed, _))| match t {
-            Traffic::Tcp(port) if *allowed => Some((*from, *to, *port)),
-            _ => None,
-        })
-        .collect();
-    if mesh.warm_up(&warm, Duration::from_secs(30)).is_err() {
-        eprintln!("  (some predicted-allowed flows did not pass while warming up: see the matrix)");
-    }
-    let measured = mesh.probe_all(&flows, parallel)?;
-    Ok(flows
-        .iter()
-        .zip(predictions)
-        .zip(measured)
-        .map(
-            |(((from, to, traffic), (predicted, decided_by)), measured)| Cell {
-                from: (*from).to_owned(),
-                to: (*to).to_owned(),
-                traffic: *traffic,
-                predicted,
-                decided_by,
-                measured,
-            },
-        )
-        .collect())
 }
 
 /// One line per pair: the measured cells grouped by verdict and deciding
@@ -432,7 +280,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
     println!(
         "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
     );
-    let cells = matrix(&mesh, &names, &traffic, args.parallel)?;
+    let cells = measure(&mesh, &all_pairs(&names, &traffic), args.parallel)?;
     let mut disagreements = print_matrix(&cells, None);
     println!(
         "  {} cells, {} allowed, {disagreements} disagreements",
@@ -481,7 +329,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         .map(|(_, d)| d.as_secs_f64() * 1000.0)
         .unwrap_or_default();
     println!("  every node enforcing after {slowest:.0} ms");
-    let cells = matrix(&mesh, &names, &traffic, args.parallel)?;
+    let cells = measure(&mesh, &all_pairs(&names, &traffic), args.parallel)?;
     println!("  connectivity of {} now:", args.quarantine);
     let after = print_matrix(&cells, Some(&args.quarantine));
     let elsewhere = cells

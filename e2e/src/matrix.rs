@@ -1,0 +1,169 @@
+//! A connectivity matrix: flows between members, what `meshguard check`
+//! predicts for each, and what the network does. The demo prints one; the
+//! soak test asserts that prediction equals measurement.
+
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::mesh::{Mesh, Traffic};
+
+/// One cell of the matrix: a flow, what `meshguard check` says, what the
+/// network did.
+pub struct Cell {
+    pub from: String,
+    pub to: String,
+    pub traffic: Traffic,
+    pub predicted: bool,
+    pub decided_by: String,
+    pub measured: bool,
+}
+
+/// The traffic the policies speak of: every single port named (a range by
+/// its ends), and ICMP.
+pub fn traffic_of(manifests: &str) -> anyhow::Result<Vec<Traffic>> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(manifests)?;
+    let mut out = BTreeSet::from([Traffic::Icmp]);
+    for doc in docs.iter().filter(|d| d["kind"] == "MeshPolicy") {
+        for rule in doc["spec"]["rules"].as_array().into_iter().flatten() {
+            for port in rule["ports"].as_array().into_iter().flatten() {
+                let (Some(number), Some(protocol)) =
+                    (port["port"].as_u64(), port["protocol"].as_str())
+                else {
+                    continue;
+                };
+                let mut numbers = vec![number];
+                numbers.extend(port["endPort"].as_u64());
+                for n in numbers {
+                    let n = u16::try_from(n)?;
+                    match protocol {
+                        "TCP" => out.insert(Traffic::Tcp(n)),
+                        "UDP" => out.insert(Traffic::Udp(n)),
+                        _ => false,
+                    };
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+pub fn label(traffic: Traffic) -> String {
+    match traffic {
+        Traffic::Tcp(port) => format!("tcp/{port}"),
+        Traffic::Udp(port) => format!("udp/{port}"),
+        Traffic::Icmp => "icmp".into(),
+    }
+}
+
+/// `meshguard check -o json` for every flow, a few at a time.
+pub fn predict(
+    meshguard: &Path,
+    inputs: &Path,
+    flows: &[(&str, &str, Traffic)],
+) -> anyhow::Result<Vec<(bool, String)>> {
+    let mut out = Vec::with_capacity(flows.len());
+    for batch in flows.chunks(8) {
+        let mut children = Vec::new();
+        for (from, to, traffic) in batch {
+            let mut command = Command::new(meshguard);
+            command
+                .arg("check")
+                .arg("-f")
+                .arg(inputs)
+                .args(["--from", from, "--to", to, "-o", "json"]);
+            match traffic {
+                Traffic::Tcp(port) => {
+                    command.args(["--protocol", "TCP", "--port", &port.to_string()])
+                }
+                Traffic::Udp(port) => {
+                    command.args(["--protocol", "UDP", "--port", &port.to_string()])
+                }
+                Traffic::Icmp => command.args(["--protocol", "ICMP"]),
+            };
+            children.push(
+                command
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()?,
+            );
+        }
+        for child in children {
+            let output = child.wait_with_output()?;
+            let answer: Value = serde_json::from_slice(&output.stdout).with_context(|| {
+                format!(
+                    "meshguard check: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?;
+            let decided_by = match (answer["policy"].as_str(), &answer["rule"]) {
+                (Some(policy), Value::String(rule)) => format!("{policy}/{rule}"),
+                (Some(policy), rule) => format!("{policy}/{rule}"),
+                (None, _) => "default deny".into(),
+            };
+            out.push((answer["verdict"] == "Allow", decided_by));
+        }
+    }
+    Ok(out)
+}
+
+/// Every ordered pair of distinct members, for every traffic.
+pub fn all_pairs<'a>(
+    members: &'a [String],
+    traffic: &[Traffic],
+) -> Vec<(&'a str, &'a str, Traffic)> {
+    let mut flows = Vec::new();
+    for from in members {
+        for to in members.iter().filter(|to| *to != from) {
+            for t in traffic {
+                flows.push((from.as_str(), to.as_str(), *t));
+            }
+        }
+    }
+    flows
+}
+
+/// Predicts every flow with `meshguard check` on the mesh's inputs, then
+/// measures it, `parallel` probes at a time.
+pub fn measure(
+    mesh: &Mesh,
+    flows: &[(&str, &str, Traffic)],
+    parallel: usize,
+) -> anyhow::Result<Vec<Cell>> {
+    let predictions = predict(mesh.meshguard_bin(), &mesh.dir.join("in"), flows)?;
+    // The first packet to a peer starts a WireGuard handshake; let every
+    // predicted-allowed TCP flow pass once before measuring.
+    let warm: Vec<(&str, &str, u16)> = flows
+        .iter()
+        .zip(&predictions)
+        .filter_map(|((from, to, t), (allowed, _))| match t {
+            Traffic::Tcp(port) if *allowed => Some((*from, *to, *port)),
+            _ => None,
+        })
+        .collect();
+    if mesh.warm_up(&warm, Duration::from_secs(30)).is_err() {
+        eprintln!("  (some predicted-allowed flows did not pass while warming up: see the matrix)");
+    }
+    let measured = mesh.probe_all(flows, parallel)?;
+    Ok(flows
+        .iter()
+        .zip(predictions)
+        .zip(measured)
+        .map(
+            |(((from, to, traffic), (predicted, decided_by)), measured)| Cell {
+                from: (*from).to_owned(),
+                to: (*to).to_owned(),
+                traffic: *traffic,
+                predicted,
+                decided_by,
+                measured,
+            },
+        )
+        .collect())
+}
