@@ -14,8 +14,8 @@ deps: ## Install system packages and the Python test tools (.venv/)
 	@scripts/deps.sh
 
 demo: deps ## The local mesh (root): examples/ enforced in namespaces, a measured matrix, a live quarantine
-	$(CARGO) build --release -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins
-	$(CARGO_TARGET)/release/meshguard-demo --examples examples
+	$(CARGO) build -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins
+	$(CARGO_TARGET)/debug/meshguard-demo --examples examples
 
 test: deps lint ## Format check, clippy, then every test
 	$(CARGO) test --workspace --all-targets
