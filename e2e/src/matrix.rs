@@ -69,7 +69,7 @@ pub fn predict(
     flows: &[(&str, &str, Traffic)],
 ) -> anyhow::Result<Vec<(bool, String)>> {
     let mut out = Vec::with_capacity(flows.len());
-    for batch in flows.chunks(8) {
+    for batch in flows.chunks(16) {
         let mut children = Vec::new();
         for (from, to, traffic) in batch {
             let mut command = Command::new(meshguard);
