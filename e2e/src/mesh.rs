@@ -601,28 +601,38 @@ impl Mesh {
     }
 
     /// Runs mesh-probe on a node; true when the traffic went through.
-    pub fn probe(&self, from: &str, args: &[&str]) -> bool {
-        self.node(from)
-            .ns
-            .run(&self.probe_bin.display().to_string(), args)
-            .status
-            .success()
-    }
-
     pub fn tcp(&self, from: &str, to: &str, port: u16) -> bool {
-        self.probe(from, &["tcp", &format!("{}:{port}", self.mesh_ip(to))])
+        self.flow_passes(from, to, Traffic::Tcp(port))
     }
 
     pub fn udp(&self, from: &str, to: &str, port: u16) -> bool {
-        self.probe(from, &["udp", &format!("{}:{port}", self.mesh_ip(to))])
+        self.flow_passes(from, to, Traffic::Udp(port))
     }
 
     pub fn ping(&self, from: &str, to: &str) -> bool {
-        self.node(from)
-            .ns
-            .run("ping", &["-c", "1", "-W", "1", &self.mesh_ip(to)])
-            .status
-            .success()
+        self.flow_passes(from, to, Traffic::Icmp)
+    }
+
+    fn flow_passes(&self, from: &str, to: &str, traffic: Traffic) -> bool {
+        self.flow_command(from, to, traffic)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The command that sends one flow from inside `from` to `to`'s mesh IP
+    /// and succeeds when it is answered.
+    fn flow_command(&self, from: &str, to: &str, traffic: Traffic) -> Command {
+        let ip = self.mesh_ip(to);
+        let probe = self.probe_bin.display().to_string();
+        let ns = &self.node(from).ns;
+        match traffic {
+            Traffic::Tcp(port) => ns.command(&probe, &["tcp", &format!("{ip}:{port}")]),
+            Traffic::Udp(port) => ns.command(&probe, &["udp", &format!("{ip}:{port}")]),
+            Traffic::Icmp => ns.command("ping", &["-c", "1", "-W", "1", &ip]),
+        }
     }
 
     /// Probes many flows at once, `parallel` at a time (a denied flow costs
@@ -636,23 +646,8 @@ impl Mesh {
         for batch in flows.chunks(parallel.max(1)) {
             let mut children = Vec::new();
             for (from, to, traffic) in batch {
-                let ip = self.mesh_ip(to);
-                let probe = self.probe_bin.display().to_string();
-                let mut command = match traffic {
-                    Traffic::Tcp(port) => self
-                        .node(from)
-                        .ns
-                        .command(&probe, &["tcp", &format!("{ip}:{port}")]),
-                    Traffic::Udp(port) => self
-                        .node(from)
-                        .ns
-                        .command(&probe, &["udp", &format!("{ip}:{port}")]),
-                    Traffic::Icmp => self
-                        .node(from)
-                        .ns
-                        .command("ping", &["-c", "1", "-W", "1", &ip]),
-                };
-                let child = command
+                let child = self
+                    .flow_command(from, to, *traffic)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
