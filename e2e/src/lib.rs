@@ -20,8 +20,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api_server;
+pub mod deploy;
 pub mod matrix;
-
 pub mod mesh;
 pub mod netns;
 pub mod workload;

@@ -1,9 +1,10 @@
 //! A connectivity matrix: flows between members, what `meshguard check`
-//! predicts for each, and what the network does. The demo prints one; the
-//! soak test asserts that prediction equals measurement.
+//! predicts for each, and what the network does. The demo and
+//! `meshguard-cluster-check` print one; the soak test asserts that
+//! prediction equals measurement.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     process::{Command, Stdio},
     time::Duration,
@@ -111,6 +112,106 @@ pub fn predict(
         }
     }
     Ok(out)
+}
+
+/// The program and arguments that send one flow to `ip` from wherever they
+/// run, and succeed when it is answered (`probe` is mesh-probe's path there).
+pub fn probe_invocation(probe: &str, ip: &str, traffic: Traffic) -> Vec<String> {
+    let words: Vec<String> = match traffic {
+        Traffic::Tcp(port) => vec![probe.into(), "tcp".into(), format!("{ip}:{port}")],
+        Traffic::Udp(port) => vec![probe.into(), "udp".into(), format!("{ip}:{port}")],
+        Traffic::Icmp => ["ping", "-c", "1", "-W", "1", ip]
+            .map(str::to_owned)
+            .to_vec(),
+    };
+    words
+}
+
+/// Runs the commands, `parallel` at a time (a denied flow costs its whole
+/// timeout, so one by one a matrix would take minutes); true for each that
+/// exited 0.
+pub fn run_all(
+    commands: impl IntoIterator<Item = Command>,
+    parallel: usize,
+) -> std::io::Result<Vec<bool>> {
+    let commands: Vec<Command> = commands.into_iter().collect();
+    let mut results = Vec::with_capacity(commands.len());
+    let mut commands = commands.into_iter().peekable();
+    while commands.peek().is_some() {
+        let mut children = Vec::new();
+        for mut command in commands.by_ref().take(parallel.max(1)) {
+            children.push(
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+        }
+        for mut child in children {
+            results.push(child.wait()?.success());
+        }
+    }
+    Ok(results)
+}
+
+/// One line per pair: the measured cells grouped by verdict and deciding
+/// rule; a disagreement is marked `!!`. With `only`, the pairs that member
+/// is part of. Returns the disagreements printed.
+pub fn print(cells: &[Cell], only: Option<&str>) -> usize {
+    let mut pairs: BTreeMap<(&str, &str), Vec<&Cell>> = BTreeMap::new();
+    for cell in cells {
+        if only.is_some_and(|n| cell.from != n && cell.to != n) {
+            continue;
+        }
+        pairs.entry((&cell.from, &cell.to)).or_default().push(cell);
+    }
+    let mut disagreements = 0;
+    for ((from, to), cells) in pairs {
+        let mut groups: BTreeMap<(bool, &str), Vec<String>> = BTreeMap::new();
+        let mut wrong = Vec::new();
+        for cell in cells {
+            if cell.predicted != cell.measured {
+                disagreements += 1;
+                wrong.push(format!(
+                    "!! {} predicted {} ({}), measured {}",
+                    label(cell.traffic),
+                    verdict(cell.predicted),
+                    cell.decided_by,
+                    verdict(cell.measured)
+                ));
+            }
+            groups
+                .entry((cell.measured, &cell.decided_by))
+                .or_default()
+                .push(label(cell.traffic));
+        }
+        let text: Vec<String> = groups
+            .iter()
+            .rev()
+            .map(|((allowed, by), flows)| {
+                format!(
+                    "{} {} ({by})",
+                    if *allowed { "✓" } else { "✗" },
+                    flows.join(" ")
+                )
+            })
+            .collect();
+        println!("  {from:>10} → {to:<10} {}", text.join("  "));
+        for line in wrong {
+            println!("  {:>10}   {line}", "");
+        }
+    }
+    disagreements
+}
+
+fn verdict(allowed: bool) -> &'static str {
+    if allowed { "allow" } else { "deny" }
+}
+
+/// The closing line of a matrix run, the same wherever it is measured.
+pub fn summary(disagreements: usize) -> String {
+    format!("disagreements between meshguard check and the network: {disagreements}")
 }
 
 /// Every ordered pair of distinct members, for every traffic.

@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context, bail};
 use meshguard_crds::{NodePolicy, NodePolicyStatus};
 
-use crate::netns::{self, Namespaces, host};
+use crate::{
+    matrix,
+    netns::{self, Namespaces, host},
+};
 
 /// Where the workspace's binaries are: next to the running test's directory.
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -625,40 +628,25 @@ impl Mesh {
     /// The command that sends one flow from inside `from` to `to`'s mesh IP
     /// and succeeds when it is answered.
     fn flow_command(&self, from: &str, to: &str, traffic: Traffic) -> Command {
-        let ip = self.mesh_ip(to);
-        let probe = self.probe_bin.display().to_string();
-        let ns = &self.node(from).ns;
-        match traffic {
-            Traffic::Tcp(port) => ns.command(&probe, &["tcp", &format!("{ip}:{port}")]),
-            Traffic::Udp(port) => ns.command(&probe, &["udp", &format!("{ip}:{port}")]),
-            Traffic::Icmp => ns.command("ping", &["-c", "1", "-W", "1", &ip]),
-        }
+        let words = matrix::probe_invocation(
+            &self.probe_bin.display().to_string(),
+            &self.mesh_ip(to),
+            traffic,
+        );
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        self.node(from).ns.command(&words[0], &args)
     }
 
-    /// Probes many flows at once, `parallel` at a time (a denied flow costs
-    /// its whole timeout, so one by one a matrix would take minutes).
+    /// Probes many flows at once, `parallel` at a time.
     pub fn probe_all(
         &self,
         flows: &[(&str, &str, Traffic)],
         parallel: usize,
     ) -> anyhow::Result<Vec<bool>> {
-        let mut results = Vec::with_capacity(flows.len());
-        for batch in flows.chunks(parallel.max(1)) {
-            let mut children = Vec::new();
-            for (from, to, traffic) in batch {
-                let child = self
-                    .flow_command(from, to, *traffic)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()?;
-                children.push(child);
-            }
-            for mut child in children {
-                results.push(child.wait()?.success());
-            }
-        }
-        Ok(results)
+        let commands = flows
+            .iter()
+            .map(|(from, to, traffic)| self.flow_command(from, to, *traffic));
+        Ok(matrix::run_all(commands, parallel)?)
     }
 
     /// What removes this mesh's namespaces and mounts; it can run on

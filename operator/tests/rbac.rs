@@ -1,59 +1,17 @@
-//! `deploy/rbac/operator.yaml`: valid for Kubernetes, no wildcards, and
-//! exactly the permissions the operator's requests need.
+//! The operator's part of `deploy/meshguard.yaml` (the chart's default
+//! rendering): its roles grant exactly the permissions its requests need,
+//! with no wildcards, and its Deployment sets only variables that are flags.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
-    process::Command,
-};
-
-use meshguard_operator::controller::rbac::PERMISSIONS;
-use serde_json::Value;
-
-fn manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac/operator.yaml")
-}
-
-fn documents() -> Vec<Value> {
-    serde_saphyr::from_multiple(&std::fs::read_to_string(manifest()).unwrap()).unwrap()
-}
-
-type Grants = BTreeMap<(String, String), BTreeSet<String>>;
-
-/// Every (group, resource) -> verbs the Roles and ClusterRoles grant.
-fn granted(docs: &[Value]) -> Grants {
-    let mut out = Grants::new();
-    for doc in docs
-        .iter()
-        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
-    {
-        for rule in doc["rules"].as_array().unwrap() {
-            let strings = |field: &str| -> Vec<String> {
-                rule[field]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_owned())
-                    .collect()
-            };
-            for group in strings("apiGroups") {
-                for resource in strings("resources") {
-                    out.entry((group.clone(), resource))
-                        .or_default()
-                        .extend(strings("verbs"));
-                }
-            }
-        }
-    }
-    out
-}
+use clap::CommandFactory;
+use meshguard_e2e::deploy::{component, env_names, grants, needed};
+use meshguard_operator::controller::{cli::Flags, rbac::PERMISSIONS};
 
 #[test]
 fn the_roles_grant_exactly_what_the_operator_requests() {
-    let docs = documents();
-    let granted = granted(&docs);
+    let docs = component("operator").unwrap();
+    let granted = grants(&docs);
     for ((group, resource), verbs) in &granted {
         assert!(
             !group.contains('*')
@@ -62,57 +20,39 @@ fn the_roles_grant_exactly_what_the_operator_requests() {
             "wildcard in {group:?} {resource:?} {verbs:?}"
         );
     }
-    let needed: Grants = PERMISSIONS
-        .iter()
-        .map(|(group, resource, verbs)| {
-            (
-                (group.to_string(), resource.to_string()),
-                verbs.iter().map(|v| v.to_string()).collect(),
-            )
-        })
-        .collect();
-    assert_eq!(granted, needed);
+    assert_eq!(granted, needed(PERMISSIONS));
     // The lease is the only namespaced grant, in the operator's namespace.
     let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
     assert_eq!(role["rules"][0]["resources"][0], "leases");
     assert_eq!(role["metadata"]["namespace"], "meshguard-system");
-    let bound: Vec<&Value> = docs
+    let bound: Vec<_> = docs
         .iter()
         .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
         .map(|d| &d["subjects"][0]["name"])
         .collect();
     assert_eq!(bound.len(), 2);
-    assert!(bound.iter().all(|n| *n == "meshguard-operator"));
+    assert!(bound.iter().all(|n| **n == "meshguard-operator"));
+    let account = docs.iter().find(|d| d["kind"] == "ServiceAccount").unwrap();
+    assert_eq!(account["metadata"]["name"], "meshguard-operator");
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        "meshguard-operator"
+    );
 }
 
 #[test]
-fn kubernetes_validate_accepts_the_rbac_manifest() {
-    let venv = std::env::var_os("MESHGUARD_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
-    let tool = venv.join("bin/kubernetes-validate");
-    assert!(
-        tool.exists(),
-        "{} is missing: run `make deps`",
-        tool.display()
-    );
-    let output = Command::new(tool)
-        .args(["-k", "1.32.0", "--strict"])
-        .arg(manifest())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        stdout
-            .lines()
-            .filter(|l| l.contains(" passed for resource "))
-            .count(),
-        5,
-        "{stdout}"
-    );
+fn the_deployment_sets_only_flags() {
+    let flags: Vec<String> = Flags::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    let set = env_names(&component("operator").unwrap(), "Deployment", "operator").unwrap();
+    assert!(set.len() >= 8, "{set:?}");
+    for name in &set {
+        assert!(
+            flags.contains(name),
+            "{name} is not a meshguard-operator flag"
+        );
+    }
 }

@@ -26,6 +26,10 @@ enum Command {
         tcp: Vec<u16>,
         #[arg(long, value_delimiter = ',')]
         udp: Vec<u16>,
+        /// Exit after this many seconds: a server started on a remote node
+        /// (`kubectl exec`) may outlive the local process that started it.
+        #[arg(long)]
+        lifetime: Option<u64>,
     },
     /// Connect, send a line, expect it back.
     Tcp {
@@ -52,7 +56,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Serve { tcp, udp } => serve(&tcp, &udp),
+        Command::Serve { tcp, udp, lifetime } => {
+            if let Some(seconds) = lifetime {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(seconds));
+                    std::process::exit(0);
+                });
+            }
+            serve(&tcp, &udp)
+        }
         Command::Tcp { to, timeout_ms } => tcp_once(to, Duration::from_millis(timeout_ms)),
         Command::Udp { to, timeout_ms } => udp_once(to, Duration::from_millis(timeout_ms)),
         Command::Hold { to, seconds } => hold(to, Duration::from_secs(seconds)),

@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
-    matrix::{Cell, all_pairs, label, measure, traffic_of},
+    matrix::{self, all_pairs, measure, traffic_of},
     mesh::{Cleaner, Mesh, Traffic},
 };
 use serde_json::Value;
@@ -134,59 +134,6 @@ fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, String)> {
     Ok((members, others))
 }
 
-/// One line per pair: the measured cells grouped by verdict and deciding
-/// rule; a disagreement is marked `!!`. Returns the disagreements.
-fn print_matrix(cells: &[Cell], only: Option<&str>) -> usize {
-    let mut pairs: BTreeMap<(&str, &str), Vec<&Cell>> = BTreeMap::new();
-    for cell in cells {
-        if only.is_some_and(|n| cell.from != n && cell.to != n) {
-            continue;
-        }
-        pairs.entry((&cell.from, &cell.to)).or_default().push(cell);
-    }
-    let mut disagreements = 0;
-    for ((from, to), cells) in pairs {
-        let mut groups: BTreeMap<(bool, &str), Vec<String>> = BTreeMap::new();
-        let mut wrong = Vec::new();
-        for cell in cells {
-            if cell.predicted != cell.measured {
-                disagreements += 1;
-                wrong.push(format!(
-                    "!! {} predicted {} ({}), measured {}",
-                    label(cell.traffic),
-                    verdict(cell.predicted),
-                    cell.decided_by,
-                    verdict(cell.measured)
-                ));
-            }
-            groups
-                .entry((cell.measured, &cell.decided_by))
-                .or_default()
-                .push(label(cell.traffic));
-        }
-        let text: Vec<String> = groups
-            .iter()
-            .rev()
-            .map(|((allowed, by), flows)| {
-                format!(
-                    "{} {} ({by})",
-                    if *allowed { "✓" } else { "✗" },
-                    flows.join(" ")
-                )
-            })
-            .collect();
-        println!("  {from:>10} → {to:<10} {}", text.join("  "));
-        for line in wrong {
-            println!("  {:>10}   {line}", "");
-        }
-    }
-    disagreements
-}
-
-fn verdict(allowed: bool) -> &'static str {
-    if allowed { "allow" } else { "deny" }
-}
-
 fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usize> {
     let (members, manifests) = read_examples(&args.examples)?;
     let traffic = traffic_of(&manifests)?;
@@ -281,7 +228,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
     );
     let cells = measure(&mesh, &all_pairs(&names, &traffic), args.parallel)?;
-    let mut disagreements = print_matrix(&cells, None);
+    let mut disagreements = matrix::print(&cells, None);
     println!(
         "  {} cells, {} allowed, {disagreements} disagreements",
         cells.len(),
@@ -331,7 +278,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
     println!("  every node enforcing after {slowest:.0} ms");
     let cells = measure(&mesh, &all_pairs(&names, &traffic), args.parallel)?;
     println!("  connectivity of {} now:", args.quarantine);
-    let after = print_matrix(&cells, Some(&args.quarantine));
+    let after = matrix::print(&cells, Some(&args.quarantine));
     let elsewhere = cells
         .iter()
         .filter(|c| {
@@ -340,7 +287,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         .count();
     if elsewhere > 0 {
         println!("  and {elsewhere} disagreements between the other members:");
-        print_matrix(
+        matrix::print(
             &cells
                 .into_iter()
                 .filter(|c| c.predicted != c.measured)
@@ -357,6 +304,6 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         "\nnamespaces removed; {:.0} s in all",
         started.elapsed().as_secs_f64()
     );
-    println!("disagreements between meshguard check and the network: {disagreements}");
+    println!("{}", matrix::summary(disagreements));
     Ok(disagreements)
 }

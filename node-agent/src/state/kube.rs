@@ -33,6 +33,24 @@ use super::{Update, check};
 /// The field manager of everything the agent writes.
 pub const FIELD_MANAGER: &str = "meshguard-agent";
 
+/// The permissions the requests in this file need, `(API group, resource,
+/// verbs)`: the chart's agent ClusterRole grants exactly these (a test
+/// compares them), so a new request without its grant fails the tests
+/// rather than a cluster.
+pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    // register: the Node's uid for the owner reference.
+    ("", "nodes", &["get"]),
+    // register (server-side apply: create when new) and keep_registered's watch.
+    (
+        "meshguard.io",
+        "meshnodes",
+        &["list", "watch", "create", "patch"],
+    ),
+    // watch_policy and StatusWriter.
+    ("meshguard.io", "nodepolicies", &["list", "watch"]),
+    ("meshguard.io", "nodepolicies/status", &["patch"]),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     #[error(

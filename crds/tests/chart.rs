@@ -1,0 +1,322 @@
+//! The Helm chart, rendered offline by the Helm SDK (`scripts/chart.py`):
+//! strict lint, every rendering accepted by `kubernetes-validate --strict`,
+//! values reaching the containers they configure, bad values refused naming
+//! the field, and `deploy/meshguard.yaml` equal to the default rendering.
+//! The operator's and the agent's own tests check the RBAC in
+//! `deploy/meshguard.yaml` against the requests their code makes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use support::{kubernetes_validate, repo_root, venv_tool};
+
+fn chart(command: &str, values: &Value, release: &str, namespace: &str) -> Output {
+    Command::new(venv_tool("python"))
+        .arg(repo_root().join("scripts/chart.py"))
+        .args([command, "--values", &values.to_string()])
+        .args(["--release", release, "--namespace", namespace])
+        .output()
+        .expect("run scripts/chart.py")
+}
+
+fn render_text(values: &Value) -> String {
+    let output = chart("render", values, "meshguard", "meshguard-system");
+    assert!(
+        output.status.success(),
+        "render {values}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn render(values: &Value) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(&render_text(values))
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} in the rendering"))
+}
+
+fn env(container: &Value) -> Vec<(String, Value)> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let value = if e["value"].is_null() {
+                e["valueFrom"].clone()
+            } else {
+                e["value"].clone()
+            };
+            (e["name"].as_str().unwrap().to_owned(), value)
+        })
+        .collect()
+}
+
+fn env_value(container: &Value, name: &str) -> String {
+    env(container)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("{name} not set in {}", container["name"]))
+}
+
+fn container<'a>(pod: &'a Value, field: &str, name: &str) -> Option<&'a Value> {
+    pod["spec"]["template"]["spec"][field]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+#[test]
+fn strict_lint_finds_nothing_worse_than_information() {
+    for values in [json!({}), json!({ "agent": { "wireguard": "kernel" } })] {
+        let output = chart("lint", &values, "meshguard", "meshguard-system");
+        assert!(
+            output.status.success(),
+            "helm lint --strict {values}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_rendering_is_valid_kubernetes() {
+    let cases = [
+        ("meshguard", "meshguard-system", json!({})),
+        (
+            "edge",
+            "net",
+            json!({
+                "agent": { "wireguard": "kernel", "enforcement": "audit" },
+                "operator": { "replicas": 1, "leaderElect": false },
+                "logFormat": "json",
+                "imagePullSecrets": [{ "name": "registry" }],
+            }),
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("meshguard-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, (release, namespace, values)) in cases.iter().enumerate() {
+        let output = chart("render", values, release, namespace);
+        assert!(output.status.success(), "{values}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text)
+            .unwrap()
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .collect();
+        assert_eq!(docs.len(), 10, "{values}: objects rendered");
+        for doc in &docs {
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            assert!(name.starts_with(release), "{name} carries the release name");
+            if !doc["kind"].as_str().unwrap().starts_with("Cluster") {
+                assert_eq!(doc["metadata"]["namespace"], *namespace, "{name}");
+            }
+        }
+        let file = dir.join(format!("rendering-{i}.yaml"));
+        std::fs::write(&file, &text).unwrap();
+        let report = kubernetes_validate(&[file]);
+        assert_eq!(
+            report
+                .lines()
+                .filter(|l| l.contains(" passed for resource "))
+                .count(),
+            docs.len(),
+            "{report}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn userspace_mode_runs_boringtun_beside_the_agent_on_one_socket() {
+    let docs = render(&json!({ "mesh": { "interface": "wg-mesh" } }));
+    let agent = find(&docs, "DaemonSet", "meshguard-agent");
+    let pod = &agent["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let daemon = container(agent, "initContainers", "wireguard").expect("boringtun sidecar");
+    assert_eq!(daemon["restartPolicy"], "Always", "a native sidecar");
+    let args = daemon["command"].as_array().unwrap();
+    assert_eq!(args[0], "boringtun-cli");
+    assert_eq!(args.last().unwrap(), "wg-mesh");
+    let main = container(agent, "containers", "agent").unwrap();
+    assert_eq!(env_value(main, "MESHGUARD_WIREGUARD"), "uapi");
+    assert_eq!(env_value(main, "MESHGUARD_INTERFACE"), "wg-mesh");
+    let socket = env_value(main, "MESHGUARD_UAPI_SOCKET");
+    assert_eq!(socket, "/var/run/wireguard/wg-mesh.sock");
+    // The sidecar's startup probe waits for the very socket the agent dials,
+    // in a directory both containers mount.
+    assert_eq!(
+        daemon["startupProbe"]["exec"]["command"][2],
+        socket.as_str()
+    );
+    let mounted = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/var/run/wireguard")
+    };
+    assert!(mounted(daemon) && mounted(main));
+}
+
+#[test]
+fn kernel_mode_has_no_daemon_and_audit_agents_get_audit_peers() {
+    let docs = render(&json!({ "agent": { "wireguard": "kernel", "enforcement": "audit" } }));
+    let agent = find(&docs, "DaemonSet", "meshguard-agent");
+    assert!(agent["spec"]["template"]["spec"]["initContainers"].is_null());
+    let main = container(agent, "containers", "agent").unwrap();
+    assert_eq!(env_value(main, "MESHGUARD_WIREGUARD"), "kernel");
+    assert_eq!(env_value(main, "MESHGUARD_ENFORCEMENT"), "audit");
+    assert!(
+        !main["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "wireguard-sockets")
+    );
+    // Without auditPeers an audit-mode agent would have no peers to audit.
+    let operator = find(&docs, "Deployment", "meshguard-operator");
+    let op = container(operator, "containers", "operator").unwrap();
+    assert_eq!(env_value(op, "MESHGUARD_AUDIT_PEERS"), "true");
+    let docs = render(&json!({}));
+    let operator = find(&docs, "Deployment", "meshguard-operator");
+    let op = container(operator, "containers", "operator").unwrap();
+    assert_eq!(env_value(op, "MESHGUARD_AUDIT_PEERS"), "false");
+}
+
+#[test]
+fn operator_and_agents_agree_on_the_mesh() {
+    let docs = render(&json!({ "mesh": { "cidr": "10.200.0.0/16", "listenPort": 51999 } }));
+    let operator = find(&docs, "Deployment", "meshguard-operator");
+    let op = container(operator, "containers", "operator").unwrap();
+    let agent = find(&docs, "DaemonSet", "meshguard-agent");
+    let main = container(agent, "containers", "agent").unwrap();
+    for (name, expected) in [
+        ("MESHGUARD_MESH_CIDR", "10.200.0.0/16"),
+        ("MESHGUARD_LISTEN_PORT", "51999"),
+    ] {
+        assert_eq!(env_value(op, name), expected);
+        assert_eq!(env_value(main, name), expected);
+    }
+    // The Lease lives in the release namespace, where the Role grants it.
+    let lease_ns = env(op)
+        .into_iter()
+        .find(|(n, _)| n == "MESHGUARD_LEASE_NAMESPACE")
+        .unwrap()
+        .1;
+    assert_eq!(lease_ns["fieldRef"]["fieldPath"], "metadata.namespace");
+    let role = find(&docs, "Role", "meshguard-operator-leader-election");
+    assert_eq!(role["metadata"]["namespace"], "meshguard-system");
+    assert_eq!(
+        env_value(op, "MESHGUARD_LEASE_NAME"),
+        "meshguard-operator",
+        "the lease name the Role's grant covers"
+    );
+    // The agent learns its node and address from the downward API.
+    let from = |name: &str| {
+        env(main).into_iter().find(|(n, _)| n == name).unwrap().1["fieldRef"]["fieldPath"].clone()
+    };
+    assert_eq!(from("MESHGUARD_NODE"), "spec.nodeName");
+    assert_eq!(from("MESHGUARD_NODE_IP"), "status.hostIP");
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_field() {
+    for (values, field) in [
+        (
+            json!({ "agent": { "wireguard": "wg" } }),
+            "/agent/wireguard",
+        ),
+        (
+            json!({ "mesh": { "listenPort": 70000 } }),
+            "/mesh/listenPort",
+        ),
+        (
+            json!({ "mesh": { "interface": "a-very-long-interface" } }),
+            "/mesh/interface",
+        ),
+        (json!({ "operator": { "replica": 3 } }), "replica"),
+        (json!({ "logFormat": "xml" }), "/logFormat"),
+    ] {
+        let output = chart("render", &values, "meshguard", "meshguard-system");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{values} rendered");
+        assert!(
+            stderr.contains(field) && stderr.contains("charts/meshguard"),
+            "{values}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn deploy_manifest_is_the_default_rendering() {
+    let expected = format!(
+        "# Generated by `make manifests` from charts/meshguard with its default values. Do not edit.\n{}",
+        render_text(&json!({}))
+    );
+    let actual = std::fs::read_to_string(repo_root().join("deploy/meshguard.yaml")).unwrap();
+    assert!(
+        actual == expected,
+        "deploy/meshguard.yaml differs from the chart: run `make manifests` and commit the result"
+    );
+    // Everything the kustomization lists exists, and the namespace the
+    // rendering assumes is created with the Pod Security level it needs.
+    let kustomization: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let listed: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for file in &listed {
+        assert!(repo_root().join("deploy").join(file).exists(), "{file}");
+    }
+    assert!(listed.contains(&"namespace.yaml") && listed.contains(&"meshguard.yaml"));
+    let namespace: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/namespace.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(namespace["metadata"]["name"], "meshguard-system");
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+}
+
+#[test]
+fn chart_version_follows_the_workspace() {
+    let chart: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo_root().join("charts/meshguard/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(chart["version"], version);
+    assert_eq!(chart["appVersion"], version);
+    let notes = chart_notes();
+    assert!(
+        notes.contains(version) && notes.contains("meshguard-system"),
+        "{notes}"
+    );
+}
+
+fn chart_notes() -> String {
+    let output = chart("notes", &json!({}), "meshguard", "meshguard-system");
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}

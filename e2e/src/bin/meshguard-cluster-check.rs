@@ -1,0 +1,291 @@
+//! `meshguard-cluster-check`: the demo's connectivity matrix on a mesh this
+//! tool did not build — a real cluster (`e2e/kind/`), or any members a
+//! command can reach. It reads the members and policies the way `meshguard
+//! check` does, starts `mesh-probe serve` on every member on the ports the
+//! policies name, predicts every cell with `meshguard check`, measures it
+//! with a real connection from the member to the other's mesh IP, prints the
+//! matrix and ends with the number of disagreements. Exit 0 only at zero.
+//!
+//! ```text
+//!  --inputs DIR (MeshNodes with their mesh IPs, MeshPolicies, ...)
+//!      │                    │
+//!  meshguard check      --exec "<prefix> {node}" mesh-probe tcp <meshIP>:<port>
+//!      └──── prediction ═══ measurement ────┘
+//! ```
+//!
+//! `--exec` is the command prefix that runs a program on a member, `{node}`
+//! standing for its name: `e2e/kind/on-node.sh {node}` in a cluster (an
+//! exec into the agent pod, which shares the node's network), `ip netns exec
+//! <prefix>-{node}` for the namespaces the tests build.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use meshguard_e2e::{
+    matrix::{self, Cell, all_pairs, predict, probe_invocation, run_all, traffic_of},
+    mesh::Traffic,
+};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(
+    about = "Measure a running mesh's connectivity matrix against `meshguard check` (exit 0: no disagreement)"
+)]
+struct Args {
+    /// Manifests as `meshguard check -f` reads them: the MeshNodes (mesh IP
+    /// in status.meshIP or spec.meshIP; `kubectl get -o yaml` Lists work)
+    /// and the policies they enforce.
+    #[arg(long, value_name = "DIR")]
+    inputs: PathBuf,
+    /// Command prefix that runs a program on a member; `{node}` becomes the
+    /// member's name. Split on whitespace.
+    #[arg(long, value_name = "TEMPLATE")]
+    exec: String,
+    /// mesh-probe's path on the members.
+    #[arg(long, default_value = "mesh-probe")]
+    probe: String,
+    /// The meshguard CLI (default: next to this program, else on PATH).
+    #[arg(long)]
+    meshguard: Option<PathBuf>,
+    /// Probes run at once.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// How long predicted-allowed TCP flows may take to pass once (the
+    /// first packet to a peer starts a WireGuard handshake).
+    #[arg(long, default_value_t = 60)]
+    warm_up_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("meshguard-cluster-check: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The members' mesh IPs and the text of every manifest (Lists flattened).
+fn read_inputs(dir: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    files.sort();
+    let mut members = BTreeMap::new();
+    let mut text = String::new();
+    for file in files {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(&file)?)
+            .with_context(|| format!("{}: not YAML", file.display()))?;
+        let docs = docs.into_iter().flat_map(|d| match d["items"].as_array() {
+            Some(items) if d["kind"] == "List" => items.clone(),
+            _ => vec![d],
+        });
+        for doc in docs.filter(|d| !d.is_null()) {
+            if doc["kind"] == "MeshNode" {
+                let name = doc["metadata"]["name"]
+                    .as_str()
+                    .with_context(|| format!("{}: a MeshNode without a name", file.display()))?;
+                let ip = doc["status"]["meshIP"]
+                    .as_str()
+                    .or(doc["spec"]["meshIP"].as_str())
+                    .with_context(|| {
+                        format!(
+                            "{}: MeshNode/{name}: no status.meshIP or spec.meshIP (is the operator running?)",
+                            file.display()
+                        )
+                    })?;
+                members.insert(name.to_owned(), ip.to_owned());
+            }
+            text.push_str("---\n");
+            text.push_str(&serde_json::to_string(&doc)?);
+            text.push('\n');
+        }
+    }
+    if members.len() < 2 {
+        bail!(
+            "{} holds {} MeshNodes; a matrix needs two",
+            dir.display(),
+            members.len()
+        );
+    }
+    Ok((members, text))
+}
+
+/// `--exec` with `{node}` filled in, then the program and its arguments.
+fn on_node(template: &str, node: &str, words: &[String]) -> Command {
+    let mut all: Vec<String> = template
+        .split_whitespace()
+        .map(|w| w.replace("{node}", node))
+        .collect();
+    all.extend(words.iter().cloned());
+    let mut command = Command::new(&all[0]);
+    command.args(&all[1..]);
+    command
+}
+
+/// `mesh-probe serve` on every member, on every port the policies name.
+/// The servers exit on their own after `lifetime` (remote ones may outlive
+/// a killed exec); local children are also killed on drop.
+struct Servers(Vec<Child>);
+
+impl Servers {
+    fn start(args: &Args, members: &[String], traffic: &[Traffic]) -> anyhow::Result<Servers> {
+        let ports = |want: fn(&Traffic) -> Option<u16>| {
+            traffic
+                .iter()
+                .filter_map(want)
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut words = vec![args.probe.clone(), "serve".into()];
+        for (flag, list) in [
+            (
+                "--tcp",
+                ports(|t| match t {
+                    Traffic::Tcp(p) => Some(*p),
+                    _ => None,
+                }),
+            ),
+            (
+                "--udp",
+                ports(|t| match t {
+                    Traffic::Udp(p) => Some(*p),
+                    _ => None,
+                }),
+            ),
+        ] {
+            if !list.is_empty() {
+                words.extend([flag.to_owned(), list]);
+            }
+        }
+        words.extend(["--lifetime".into(), "900".into()]);
+        let mut servers = Servers(Vec::new());
+        for member in members {
+            let child = on_node(&args.exec, member, &words)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting mesh-probe serve on {member}"))?;
+            servers.0.push(child);
+        }
+        // A server that cannot bind (a port in use) exits at once.
+        std::thread::sleep(Duration::from_secs(2));
+        for (member, child) in members.iter().zip(servers.0.iter_mut()) {
+            if let Some(status) = child.try_wait()? {
+                let mut reason = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut stderr, &mut reason)?;
+                }
+                bail!(
+                    "mesh-probe serve on {member} exited ({status}): {}",
+                    reason.trim()
+                );
+            }
+        }
+        Ok(servers)
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn meshguard_cli(args: &Args) -> PathBuf {
+    args.meshguard.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("meshguard")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| "meshguard".into())
+    })
+}
+
+fn run(args: &Args) -> anyhow::Result<usize> {
+    let (ips, manifests) = read_inputs(&args.inputs)?;
+    let names: Vec<String> = ips.keys().cloned().collect();
+    let traffic = traffic_of(&manifests)?;
+    println!("Members");
+    for (name, ip) in &ips {
+        println!("  {name:<24} {ip}");
+    }
+    let _servers = Servers::start(args, &names, &traffic)?;
+    let flows = all_pairs(&names, &traffic);
+    let predictions = predict(&meshguard_cli(args), &args.inputs, &flows)?;
+    let flow_command = |(from, to, traffic): &(&str, &str, Traffic)| {
+        on_node(
+            &args.exec,
+            from,
+            &probe_invocation(&args.probe, &ips[*to], *traffic),
+        )
+    };
+
+    // Every predicted-allowed TCP flow passes once before measuring.
+    let mut cold: Vec<&(&str, &str, Traffic)> = flows
+        .iter()
+        .zip(&predictions)
+        .filter(|((_, _, t), (allowed, _))| *allowed && matches!(t, Traffic::Tcp(_)))
+        .map(|(flow, _)| flow)
+        .collect();
+    let started = Instant::now();
+    while !cold.is_empty() && started.elapsed() < Duration::from_secs(args.warm_up_seconds) {
+        let passed = run_all(cold.iter().map(|f| flow_command(f)), args.parallel)?;
+        let mut passed = passed.into_iter();
+        cold.retain(|_| !passed.next().unwrap_or(false));
+    }
+    if !cold.is_empty() {
+        println!(
+            "  ({} predicted-allowed flows did not pass within {} s: see the matrix)",
+            cold.len(),
+            args.warm_up_seconds
+        );
+    }
+
+    let measured = run_all(flows.iter().map(flow_command), args.parallel)?;
+    let cells: Vec<Cell> = flows
+        .iter()
+        .zip(predictions)
+        .zip(measured)
+        .map(
+            |(((from, to, traffic), (predicted, decided_by)), measured)| Cell {
+                from: (*from).to_owned(),
+                to: (*to).to_owned(),
+                traffic: *traffic,
+                predicted,
+                decided_by,
+                measured,
+            },
+        )
+        .collect();
+    println!(
+        "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
+    );
+    let disagreements = matrix::print(&cells, None);
+    println!(
+        "  {} cells, {} allowed",
+        cells.len(),
+        cells.iter().filter(|c| c.measured).count()
+    );
+    println!("{}", matrix::summary(disagreements));
+    Ok(disagreements)
+}

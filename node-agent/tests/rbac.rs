@@ -1,0 +1,57 @@
+//! The agent's part of `deploy/meshguard.yaml` (the chart's default
+//! rendering): its ClusterRole grants exactly the permissions its requests
+//! need, with no wildcards, and its DaemonSet sets only variables that are
+//! `meshguard-agent run` flags.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use clap::CommandFactory;
+use meshguard_agent::{cli::Cli, state::kube::PERMISSIONS};
+use meshguard_e2e::deploy::{component, env_names, grants, needed};
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_agent_requests() {
+    let docs = component("agent").unwrap();
+    let granted = grants(&docs);
+    for ((group, resource), verbs) in &granted {
+        assert!(
+            !group.contains('*')
+                && !resource.contains('*')
+                && !verbs.iter().any(|v| v.contains('*')),
+            "wildcard in {group:?} {resource:?} {verbs:?}"
+        );
+    }
+    assert_eq!(granted, needed(PERMISSIONS));
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Role"),
+        "the agent needs nothing namespaced"
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .unwrap();
+    assert_eq!(binding["subjects"][0]["name"], "meshguard-agent");
+    let daemonset = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    assert_eq!(
+        daemonset["spec"]["template"]["spec"]["serviceAccountName"],
+        "meshguard-agent"
+    );
+}
+
+#[test]
+fn the_daemonset_sets_only_run_flags() {
+    let command = Cli::command();
+    let run = command.find_subcommand("run").unwrap();
+    let flags: Vec<String> = run
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    let set = env_names(&component("agent").unwrap(), "DaemonSet", "agent").unwrap();
+    assert!(set.len() >= 10, "{set:?}");
+    for name in &set {
+        assert!(
+            flags.contains(name),
+            "{name} is not a `meshguard-agent run` flag"
+        );
+    }
+}
