@@ -5,12 +5,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io::Write,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::mesh::{Mesh, Traffic};
@@ -63,53 +64,63 @@ pub fn label(traffic: Traffic) -> String {
     }
 }
 
-/// `meshguard check -o json` for every flow, a few at a time.
+/// `meshguard check --flows - -o json` for every flow: one process, one
+/// answer per flow, in order.
 pub fn predict(
     meshguard: &Path,
     inputs: &Path,
     flows: &[(&str, &str, Traffic)],
 ) -> anyhow::Result<Vec<(bool, String)>> {
+    let mut lines = String::new();
+    for (from, to, traffic) in flows {
+        let what = match traffic {
+            Traffic::Tcp(port) => format!("TCP {port}"),
+            Traffic::Udp(port) => format!("UDP {port}"),
+            Traffic::Icmp => "ICMP".to_owned(),
+        };
+        lines.push_str(&format!("{from} {to} {what}\n"));
+    }
+    let mut child = Command::new(meshguard)
+        .arg("check")
+        .arg("-f")
+        .arg(inputs)
+        .args(["--flows", "-", "-o", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", meshguard.display()))?;
+    // Written from a thread: the answers fill stdout while the flows go in.
+    let mut stdin = child.stdin.take().context("meshguard check's stdin")?;
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let output = child.wait_with_output()?;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writing the flows panicked"))?;
+    // 0: every flow allowed, 1: some denied; anything else is bad input.
+    if !matches!(output.status.code(), Some(0 | 1)) || written.is_err() {
+        bail!(
+            "meshguard check --flows: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     let mut out = Vec::with_capacity(flows.len());
-    for batch in flows.chunks(16) {
-        let mut children = Vec::new();
-        for (from, to, traffic) in batch {
-            let mut command = Command::new(meshguard);
-            command
-                .arg("check")
-                .arg("-f")
-                .arg(inputs)
-                .args(["--from", from, "--to", to, "-o", "json"]);
-            match traffic {
-                Traffic::Tcp(port) => {
-                    command.args(["--protocol", "TCP", "--port", &port.to_string()])
-                }
-                Traffic::Udp(port) => {
-                    command.args(["--protocol", "UDP", "--port", &port.to_string()])
-                }
-                Traffic::Icmp => command.args(["--protocol", "ICMP"]),
-            };
-            children.push(
-                command
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()?,
-            );
-        }
-        for child in children {
-            let output = child.wait_with_output()?;
-            let answer: Value = serde_json::from_slice(&output.stdout).with_context(|| {
-                format!(
-                    "meshguard check: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })?;
-            let decided_by = match (answer["policy"].as_str(), &answer["rule"]) {
-                (Some(policy), Value::String(rule)) => format!("{policy}/{rule}"),
-                (Some(policy), rule) => format!("{policy}/{rule}"),
-                (None, _) => "default deny".into(),
-            };
-            out.push((answer["verdict"] == "Allow", decided_by));
-        }
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let answer: Value = serde_json::from_str(line)
+            .with_context(|| format!("meshguard check answered {line:?}"))?;
+        let decided_by = match (answer["policy"].as_str(), &answer["rule"]) {
+            (Some(policy), Value::String(rule)) => format!("{policy}/{rule}"),
+            (Some(policy), rule) => format!("{policy}/{rule}"),
+            (None, _) => "default deny".into(),
+        };
+        out.push((answer["verdict"] == "Allow", decided_by));
+    }
+    if out.len() != flows.len() {
+        bail!(
+            "meshguard check answered {} of {} flows",
+            out.len(),
+            flows.len()
+        );
     }
     Ok(out)
 }
@@ -212,6 +223,20 @@ fn verdict(allowed: bool) -> &'static str {
 /// The closing line of a matrix run, the same wherever it is measured.
 pub fn summary(disagreements: usize) -> String {
     format!("disagreements between meshguard check and the network: {disagreements}")
+}
+
+/// The TCP and the UDP ports among `traffic`: what the servers listen on.
+pub fn ports(traffic: &[Traffic]) -> (Vec<u16>, Vec<u16>) {
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    for t in traffic {
+        match t {
+            Traffic::Tcp(port) => tcp.push(*port),
+            Traffic::Udp(port) => udp.push(*port),
+            Traffic::Icmp => {}
+        }
+    }
+    (tcp, udp)
 }
 
 /// Every ordered pair of distinct members, for every traffic.

@@ -146,3 +146,42 @@ fn the_cluster_check_measures_a_running_mesh_against_meshguard_check() {
         "{stderr}"
     );
 }
+
+/// A server started through `kubectl exec -i` outlives a killed exec; it
+/// must stop when its standard input closes.
+#[test]
+fn a_probe_server_stops_when_its_input_closes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mesh-probe"))
+        .args(["serve", "--tcp", &port.to_string(), "--stop-on-eof"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "running while its input is open"
+    );
+    drop(server.stdin.take());
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still serving after its input closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

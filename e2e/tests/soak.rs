@@ -137,7 +137,7 @@ fn random_policy_sets_are_enforced_as_predicted() {
         }
         mesh.wait_applied(&revisions, Duration::from_secs(30))
             .unwrap();
-        let cells = measure(&mesh, &flows, 24).unwrap();
+        let cells = measure(&mesh, &flows, 48).unwrap();
         let wrong: Vec<String> = cells
             .iter()
             .filter(|c| c.predicted != c.measured)

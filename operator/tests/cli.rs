@@ -390,6 +390,123 @@ fn check_refuses_incomplete_questions() {
     }
 }
 
+/// `meshguard check --flows FILE` with `text` as the file's contents.
+fn check_flows(test: &str, text_in: &str, json: bool) -> Output {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("flows-{test}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("flows.txt");
+    std::fs::write(&file, text_in).unwrap();
+    let examples = examples();
+    let file = file.display().to_string();
+    let mut args = vec!["check", "-f", &examples, "--flows", &file];
+    if json {
+        args.extend(["-o", "json"]);
+    }
+    meshguard(&args)
+}
+
+#[test]
+fn check_flows_answers_every_line_as_a_single_check_would() {
+    let members = ["web-1", "app-1", "db-1", "backup-vm"];
+    let traffic: [&[&str]; 3] = [&["TCP", "5432"], &["tcp", "8080"], &["ICMP"]];
+    let mut lines = String::from("# from to protocol [port]\n\n");
+    let mut flows = Vec::new();
+    for from in members {
+        for to in members.iter().filter(|t| **t != from) {
+            for t in traffic {
+                lines.push_str(&format!("{from} {to} {}  # a comment\n", t.join(" ")));
+                flows.push((from, *to, t));
+            }
+        }
+    }
+    let out = check_flows("matrix", &lines, true);
+    // Some flows are denied: exit 1, as a denied single check.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let answers: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), flows.len());
+    for ((from, to, t), mut batch) in flows.into_iter().zip(answers) {
+        let mut args = vec!["--from", from, "--to", to, "--protocol", t[0]];
+        if let Some(port) = t.get(1) {
+            args.extend(["--port", port]);
+        }
+        let (_, single) = check_json(&args);
+        assert_eq!(batch["from"], from);
+        assert_eq!(batch["to"], to);
+        assert_eq!(batch["protocol"], t[0].to_uppercase());
+        assert_eq!(
+            batch["port"],
+            t.get(1)
+                .map(|p| Value::from(p.parse::<u16>().unwrap()))
+                .unwrap_or(Value::Null)
+        );
+        let object = batch.as_object_mut().unwrap();
+        for echo in ["from", "to", "protocol", "port"] {
+            object.remove(echo);
+        }
+        assert_eq!(batch, single, "{from} -> {to} {t:?}");
+    }
+    // Every flow allowed: exit 0; the text form answers each in turn.
+    let out = check_flows(
+        "allowed",
+        "app-1 db-1 TCP 5432\nweb-1 app-1 TCP 8080\n",
+        false,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let verdicts: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("Allow: "))
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{stdout}");
+}
+
+#[test]
+fn check_flows_refuses_a_bad_line_naming_it_and_answers_nothing() {
+    for (lines, message) in [
+        (
+            "web-1 db-1 TCP 5432\nweb-1 db-1\n",
+            "flows.txt:2: expected FROM TO PROTOCOL [PORT]",
+        ),
+        (
+            "web-1 db-1 TCP\n",
+            "flows.txt:1: --port is required for TCP",
+        ),
+        ("web-1 db-1 ICMP 8\n", "flows.txt:1: ICMP takes no --port"),
+        (
+            "web-1 db-1 GRE\n",
+            "flows.txt:1: \"GRE\" is not TCP, UDP, SCTP or ICMP",
+        ),
+        (
+            "web-1 db-1 TCP 70000\n",
+            "flows.txt:1: \"70000\" is not a port",
+        ),
+        (
+            "web-1 db-1 TCP 1\n# x\nnobody db-1 TCP 1\n",
+            "flows.txt:3: \"nobody\" is neither a member",
+        ),
+    ] {
+        let out = check_flows("bad", lines, true);
+        assert_eq!(out.status.code(), Some(2), "{lines:?}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{lines:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{lines:?}: {}", text(&out.stdout));
+    }
+    let examples = examples();
+    let out = meshguard(&["check", "-f", &examples, "--flows", "-", "--from", "web-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot be used with"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn compile_writes_valid_node_policies_without_secrets() {
     let dir = workspace("compile", &[]);
@@ -489,6 +606,7 @@ fn help_lists_every_command_and_flag() {
         "--port",
         "--output",
         "--explain",
+        "--flows",
         "--mesh-cidr",
         "--listen-port",
     ] {

@@ -30,6 +30,10 @@ enum Command {
         /// (`kubectl exec`) may outlive the local process that started it.
         #[arg(long)]
         lifetime: Option<u64>,
+        /// Exit when standard input closes: the starter (through `kubectl
+        /// exec -i` too) stops the server by closing the pipe.
+        #[arg(long)]
+        stop_on_eof: bool,
     },
     /// Connect, send a line, expect it back.
     Tcp {
@@ -56,10 +60,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Serve { tcp, udp, lifetime } => {
+        Command::Serve {
+            tcp,
+            udp,
+            lifetime,
+            stop_on_eof,
+        } => {
             if let Some(seconds) = lifetime {
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_secs(seconds));
+                    std::process::exit(0);
+                });
+            }
+            if stop_on_eof {
+                std::thread::spawn(|| {
+                    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
                     std::process::exit(0);
                 });
             }

@@ -138,46 +138,32 @@ fn on_node(template: &str, node: &str, words: &[String]) -> Command {
 }
 
 /// `mesh-probe serve` on every member, on every port the policies name.
-/// The servers exit on their own after `lifetime` (remote ones may outlive
-/// a killed exec); local children are also killed on drop.
+/// Dropping this closes each server's standard input, which stops it also
+/// on a remote node (a killed `kubectl exec` does not stop the remote
+/// process, a closed stdin does); `--lifetime` is the backstop.
 struct Servers(Vec<Child>);
 
 impl Servers {
     fn start(args: &Args, members: &[String], traffic: &[Traffic]) -> anyhow::Result<Servers> {
-        let ports = |want: fn(&Traffic) -> Option<u16>| {
-            traffic
+        let (tcp, udp) = matrix::ports(traffic);
+        let join = |ports: Vec<u16>| {
+            ports
                 .iter()
-                .filter_map(want)
-                .map(|p| p.to_string())
+                .map(u16::to_string)
                 .collect::<Vec<_>>()
                 .join(",")
         };
         let mut words = vec![args.probe.clone(), "serve".into()];
-        for (flag, list) in [
-            (
-                "--tcp",
-                ports(|t| match t {
-                    Traffic::Tcp(p) => Some(*p),
-                    _ => None,
-                }),
-            ),
-            (
-                "--udp",
-                ports(|t| match t {
-                    Traffic::Udp(p) => Some(*p),
-                    _ => None,
-                }),
-            ),
-        ] {
+        for (flag, list) in [("--tcp", join(tcp)), ("--udp", join(udp))] {
             if !list.is_empty() {
                 words.extend([flag.to_owned(), list]);
             }
         }
-        words.extend(["--lifetime".into(), "900".into()]);
+        words.extend(["--stop-on-eof".into(), "--lifetime".into(), "900".into()]);
         let mut servers = Servers(Vec::new());
         for member in members {
             let child = on_node(&args.exec, member, &words)
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -204,6 +190,12 @@ impl Servers {
 
 impl Drop for Servers {
     fn drop(&mut self) {
+        for child in &mut self.0 {
+            drop(child.stdin.take());
+        }
+        // Give remote servers a moment to see the end of their input before
+        // the local exec processes go.
+        std::thread::sleep(Duration::from_millis(500));
         for child in &mut self.0 {
             let _ = child.kill();
             let _ = child.wait();

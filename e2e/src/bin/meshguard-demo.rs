@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
     matrix::{self, all_pairs, measure, traffic_of},
-    mesh::{Cleaner, Mesh, Traffic},
+    mesh::{Cleaner, Mesh},
 };
 use serde_json::Value;
 
@@ -38,8 +38,9 @@ struct Args {
     /// The member quarantined in the live change.
     #[arg(long, default_value = "app-1")]
     quarantine: String,
-    /// Probes run at once.
-    #[arg(long, default_value_t = 24)]
+    /// Probes run at once (a refused probe waits out its 1-1.5 s timeout
+    /// doing nothing, so many at once cost little).
+    #[arg(long, default_value_t = 64)]
     parallel: usize,
 }
 
@@ -164,26 +165,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
     if let Ok(mut slot) = cleaner.lock() {
         *slot = Some(mesh.cleaner());
     }
-    let tcp: Vec<u16> = traffic
-        .iter()
-        .filter_map(|t| {
-            if let Traffic::Tcp(p) = t {
-                Some(*p)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let udp: Vec<u16> = traffic
-        .iter()
-        .filter_map(|t| {
-            if let Traffic::Udp(p) = t {
-                Some(*p)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let (tcp, udp) = matrix::ports(&traffic);
     for name in &names {
         mesh.serve(name, &tcp, &udp)?;
     }

@@ -1,7 +1,9 @@
 //! `meshguard check`: one flow's verdict and the policy and rule that decided
-//! it; `--explain` walks every rule consulted.
+//! it; `--explain` walks every rule consulted. `--flows` decides many flows
+//! against one load of the inputs (a matrix costs one process, not one per
+//! cell).
 
-use std::io::Write;
+use std::{io::Write, path::PathBuf};
 
 use clap::{Args, ValueEnum};
 use meshguard_crds::{Action, Protocol, Verdict};
@@ -19,11 +21,11 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub inputs: InputArgs,
     /// Source: a member name or an IP address.
-    #[arg(long, value_name = "MEMBER|IP")]
-    pub from: String,
+    #[arg(long, value_name = "MEMBER|IP", required_unless_present = "flows")]
+    pub from: Option<String>,
     /// Destination: a member name or an IP address.
-    #[arg(long, value_name = "MEMBER|IP")]
-    pub to: String,
+    #[arg(long, value_name = "MEMBER|IP", required_unless_present = "flows")]
+    pub to: Option<String>,
     #[arg(long, value_enum, default_value = "TCP")]
     pub protocol: ProtocolArg,
     /// Destination port; required for TCP, UDP and SCTP.
@@ -34,6 +36,21 @@ pub struct CheckArgs {
     /// Show every rule consulted, in order, with why it matched or not.
     #[arg(long)]
     pub explain: bool,
+    /// Decide every flow in this file (`-`: standard input), one per line:
+    /// `FROM TO PROTOCOL [PORT]`; `#` starts a comment. One answer per flow,
+    /// in order (with `-o json`, one JSON object per line).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to", "protocol", "port"])]
+    pub flows: Option<PathBuf>,
+}
+
+/// One flow to decide, as given.
+struct FlowArgs {
+    /// `FILE:LINE` of a `--flows` line, for errors.
+    origin: Option<String>,
+    from: String,
+    to: String,
+    protocol: Protocol,
+    port: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,6 +63,9 @@ pub enum Output {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Answer {
+    /// The flow, in `--flows` answers only.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    flow: Option<FlowEcho>,
     verdict: Verdict,
     policy: Option<String>,
     /// The rule's name, or its index in the policy when it has none.
@@ -54,47 +74,154 @@ struct Answer {
     peer_visible: Option<bool>,
 }
 
+/// The flow an answer is about, echoed in `--flows` JSON answers.
+#[derive(Serialize)]
+struct FlowEcho {
+    from: String,
+    to: String,
+    protocol: Protocol,
+    port: Option<u16>,
+}
+
 pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
-    let protocol = Protocol::from(args.protocol);
-    match (protocol.has_ports(), args.port) {
-        (true, None) => {
-            writeln!(err, "error: --port is required for {protocol:?}")?;
-            return Ok(exit::BAD_INPUT);
+    let flows = match &args.flows {
+        Some(path) => match read_flows(path) {
+            Ok(flows) => flows,
+            Err(message) => {
+                writeln!(err, "error: {message}")?;
+                return Ok(exit::BAD_INPUT);
+            }
+        },
+        None => {
+            let flow = FlowArgs {
+                origin: None,
+                // clap requires both unless --flows is given.
+                from: args.from.clone().unwrap_or_default(),
+                to: args.to.clone().unwrap_or_default(),
+                protocol: Protocol::from(args.protocol),
+                port: args.port,
+            };
+            if let Err(message) = port_fits(flow.protocol, flow.port) {
+                writeln!(err, "error: {message}")?;
+                return Ok(exit::BAD_INPUT);
+            }
+            vec![flow]
         }
-        (false, Some(_)) => {
-            writeln!(err, "error: ICMP takes no --port")?;
-            return Ok(exit::BAD_INPUT);
-        }
-        _ => {}
-    }
+    };
     let prepared = match prepare(&args.inputs, err)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
     let compiled = &prepared.compiled;
+    // Every name is checked before any answer, so bad input prints nothing
+    // on stdout.
+    for flow in &flows {
+        for name in [&flow.from, &flow.to] {
+            if resolve(compiled.members(), name).is_none() {
+                let at = flow
+                    .origin
+                    .as_ref()
+                    .map(|o| format!("{o}: "))
+                    .unwrap_or_default();
+                writeln!(
+                    err,
+                    "error: {at}{name:?} is neither a member nor an IP address"
+                )?;
+                return Ok(exit::BAD_INPUT);
+            }
+        }
+    }
+    let mut all_allowed = true;
+    for flow in &flows {
+        all_allowed &= answer(args, compiled, flow, out, err)?;
+    }
+    Ok(if all_allowed { exit::OK } else { exit::FAILED })
+}
+
+/// `--port` must come with TCP, UDP and SCTP and never with ICMP.
+fn port_fits(protocol: Protocol, port: Option<u16>) -> Result<(), String> {
+    match (protocol.has_ports(), port) {
+        (true, None) => Err(format!("--port is required for {protocol:?}")),
+        (false, Some(_)) => Err("ICMP takes no --port".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// The `--flows` file: `FROM TO PROTOCOL [PORT]` per line.
+fn read_flows(path: &std::path::Path) -> Result<Vec<FlowArgs>, String> {
+    let (name, text) = if path.as_os_str() == "-" {
+        let text = std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("standard input: {e}"))?;
+        ("standard input".to_owned(), text)
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        (path.display().to_string(), text)
+    };
+    let mut flows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let words: Vec<&str> = line
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        let at = || format!("{name}:{}", i + 1);
+        let (from, to, protocol, port) = match words[..] {
+            [from, to, protocol] => (from, to, protocol, None),
+            [from, to, protocol, port] => (from, to, protocol, Some(port)),
+            _ => {
+                return Err(format!(
+                    "{}: expected FROM TO PROTOCOL [PORT], found {line:?}",
+                    at()
+                ));
+            }
+        };
+        let protocol = ProtocolArg::from_str(protocol, true)
+            .map(Protocol::from)
+            .map_err(|_| format!("{}: {protocol:?} is not TCP, UDP, SCTP or ICMP", at()))?;
+        let port = port
+            .map(|p| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(p))
+            .transpose()
+            .map_err(|p| format!("{}: {p:?} is not a port (1-65535)", at()))?;
+        port_fits(protocol, port).map_err(|m| format!("{}: {m}", at()))?;
+        flows.push(FlowArgs {
+            origin: Some(at()),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            protocol,
+            port,
+        });
+    }
+    Ok(flows)
+}
+
+/// Decides one flow and writes its answer; true when it is allowed. Both
+/// ends are known to resolve.
+fn answer(
+    args: &CheckArgs,
+    compiled: &crate::compile::Compiled,
+    flow: &FlowArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<bool> {
     let set = compiled.policy_set();
     let (Some(src), Some(dst)) = (
-        resolve(compiled.members(), &args.from),
-        resolve(compiled.members(), &args.to),
+        resolve(compiled.members(), &flow.from),
+        resolve(compiled.members(), &flow.to),
     ) else {
-        let unknown = if resolve(compiled.members(), &args.from).is_none() {
-            &args.from
-        } else {
-            &args.to
-        };
-        writeln!(
-            err,
-            "error: {unknown:?} is neither a member nor an IP address"
-        )?;
-        return Ok(exit::BAD_INPUT);
+        anyhow::bail!("{} -> {}: an end does not resolve", flow.from, flow.to);
     };
+    let protocol = flow.protocol;
     let decision = evaluate(
         set,
         &Flow {
             src,
             dst,
             protocol,
-            port: args.port,
+            port: flow.port,
         },
     );
     let peer_visible = match (src, dst) {
@@ -102,6 +229,12 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
         _ => None,
     };
     let answer = Answer {
+        flow: args.flows.as_ref().map(|_| FlowEcho {
+            from: flow.from.clone(),
+            to: flow.to.clone(),
+            protocol,
+            port: flow.port,
+        }),
         verdict: decision.verdict,
         policy: decision.rule.map(|r| set.policy_of(r).name.clone()),
         rule: decision.rule.map(|r| match &set.rules[r].name {
@@ -111,7 +244,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
         peer_visible,
     };
 
-    let traffic = match args.port {
+    let traffic = match flow.port {
         Some(port) => format!("{protocol:?}/{port}"),
         None => format!("{protocol:?}"),
     };
@@ -159,7 +292,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
             writeln!(
                 out,
                 "{:?}: {} -> {} {traffic}, decided by {by}",
-                decision.verdict, args.from, args.to
+                decision.verdict, flow.from, flow.to
             )?;
             for hit in decision.hits() {
                 writeln!(
@@ -183,11 +316,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
             }
         }
     }
-    Ok(if decision.verdict == Verdict::Allow {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    Ok(decision.verdict == Verdict::Allow)
 }
 
 fn past(action: Action) -> &'static str {

@@ -1,5 +1,5 @@
 //! The permissions the operator's requests need, kept next to the code that
-//! makes them: `deploy/rbac/operator.yaml` must grant exactly these (a test
+//! makes them: the chart's operator roles (rendered in `deploy/meshguard.yaml`) must grant exactly these (a test
 //! compares them), so a new request without its permission fails the tests
 //! rather than a cluster.
 

@@ -1,0 +1,81 @@
+//! The cluster path's files, checked where no cluster or Docker exists:
+//! the scripts parse, the workflow runs them, the chart's containers run
+//! programs the image installs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::{os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_scripts_parse_and_are_executable() {
+    for script in ["e2e/kind/run.sh", "e2e/kind/on-node.sh"] {
+        let path = repo().join(script);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{script} is not executable");
+        let output = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_workflow_runs_the_cluster_script() {
+    let text = std::fs::read_to_string(repo().join(".github/workflows/kind.yaml")).unwrap();
+    let workflow: Value = serde_saphyr::from_str(&text).unwrap();
+    let steps = workflow["jobs"]["kind"]["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    assert!(runs.contains(&"e2e/kind/run.sh"), "{runs:?}");
+    let uses: Vec<&str> = steps.iter().filter_map(|s| s["uses"].as_str()).collect();
+    for tool in [
+        "helm/kind-action",
+        "azure/setup-helm",
+        "dtolnay/rust-toolchain",
+    ] {
+        assert!(
+            uses.iter().any(|u| u.starts_with(tool)),
+            "{tool} in {uses:?}"
+        );
+    }
+}
+
+/// Every program a container of the chart or run.sh starts in the image
+/// is one the Dockerfile puts there.
+#[test]
+fn the_image_holds_every_program_the_chart_and_the_run_start() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let chart = std::fs::read_to_string(repo().join("deploy/meshguard.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&chart).unwrap();
+    let mut programs = Vec::new();
+    for doc in &docs {
+        let spec = &doc["spec"]["template"]["spec"];
+        for field in ["containers", "initContainers"] {
+            for container in spec[field].as_array().into_iter().flatten() {
+                programs.push(container["command"][0].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    programs.sort();
+    assert_eq!(
+        programs,
+        ["boringtun-cli", "meshguard-agent", "meshguard-operator"]
+    );
+    // run.sh probes through `mesh-probe` and `ping` (the e2e target).
+    programs.extend(["mesh-probe".to_owned(), "meshguard".to_owned()]);
+    for program in &programs {
+        assert!(
+            dockerfile.contains(&format!("/{program} "))
+                || dockerfile.contains(&format!("/{program}\n")),
+            "the Dockerfile does not install {program}"
+        );
+    }
+    assert!(dockerfile.contains("iputils-ping"), "ping for ICMP probes");
+}
