@@ -53,6 +53,18 @@ pub fn grants(docs: &[Value]) -> Grants {
     out
 }
 
+/// Panics naming the grant that uses a wildcard (`*`) anywhere.
+pub fn assert_no_wildcards(grants: &Grants) {
+    for ((group, resource), verbs) in grants {
+        assert!(
+            !group.contains('*')
+                && !resource.contains('*')
+                && !verbs.iter().any(|v| v.contains('*')),
+            "wildcard in {group:?} {resource:?} {verbs:?}"
+        );
+    }
+}
+
 /// A code-side permission list (`(group, resource, verbs)`) as [`Grants`].
 pub fn needed(permissions: &[(&str, &str, &[&str])]) -> Grants {
     let mut out = Grants::new();

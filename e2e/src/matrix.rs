@@ -277,7 +277,16 @@ pub fn measure(
         eprintln!("  (some predicted-allowed flows did not pass while warming up: see the matrix)");
     }
     let measured = mesh.probe_all(flows, parallel)?;
-    Ok(flows
+    Ok(cells(flows, predictions, measured))
+}
+
+/// The cells of `flows`, from the predictions and measurements in their order.
+pub fn cells(
+    flows: &[(&str, &str, Traffic)],
+    predictions: Vec<(bool, String)>,
+    measured: Vec<bool>,
+) -> Vec<Cell> {
+    flows
         .iter()
         .zip(predictions)
         .zip(measured)
@@ -291,5 +300,5 @@ pub fn measure(
                 measured,
             },
         )
-        .collect())
+        .collect()
 }

@@ -7,20 +7,13 @@
 
 use clap::CommandFactory;
 use meshguard_agent::{cli::Cli, state::kube::PERMISSIONS};
-use meshguard_e2e::deploy::{component, env_names, grants, needed};
+use meshguard_e2e::deploy::{assert_no_wildcards, component, env_names, grants, needed};
 
 #[test]
 fn the_cluster_role_grants_exactly_what_the_agent_requests() {
     let docs = component("agent").unwrap();
     let granted = grants(&docs);
-    for ((group, resource), verbs) in &granted {
-        assert!(
-            !group.contains('*')
-                && !resource.contains('*')
-                && !verbs.iter().any(|v| v.contains('*')),
-            "wildcard in {group:?} {resource:?} {verbs:?}"
-        );
-    }
+    assert_no_wildcards(&granted);
     assert_eq!(granted, needed(PERMISSIONS));
     assert!(
         !docs.iter().any(|d| d["kind"] == "Role"),

@@ -5,21 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use clap::CommandFactory;
-use meshguard_e2e::deploy::{component, env_names, grants, needed};
+use meshguard_e2e::deploy::{assert_no_wildcards, component, env_names, grants, needed};
 use meshguard_operator::controller::{cli::Flags, rbac::PERMISSIONS};
 
 #[test]
 fn the_roles_grant_exactly_what_the_operator_requests() {
     let docs = component("operator").unwrap();
     let granted = grants(&docs);
-    for ((group, resource), verbs) in &granted {
-        assert!(
-            !group.contains('*')
-                && !resource.contains('*')
-                && !verbs.iter().any(|v| v.contains('*')),
-            "wildcard in {group:?} {resource:?} {verbs:?}"
-        );
-    }
+    assert_no_wildcards(&granted);
     assert_eq!(granted, needed(PERMISSIONS));
     // The lease is the only namespaced grant, in the operator's namespace.
     let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();

@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
-    matrix::{self, Cell, all_pairs, predict, probe_invocation, run_all, traffic_of},
+    matrix::{self, all_pairs, predict, probe_invocation, run_all, traffic_of},
     mesh::Traffic,
 };
 use serde_json::Value;
@@ -254,21 +254,7 @@ fn run(args: &Args) -> anyhow::Result<usize> {
     }
 
     let measured = run_all(flows.iter().map(flow_command), args.parallel)?;
-    let cells: Vec<Cell> = flows
-        .iter()
-        .zip(predictions)
-        .zip(measured)
-        .map(
-            |(((from, to, traffic), (predicted, decided_by)), measured)| Cell {
-                from: (*from).to_owned(),
-                to: (*to).to_owned(),
-                traffic: *traffic,
-                predicted,
-                decided_by,
-                measured,
-            },
-        )
-        .collect();
+    let cells = matrix::cells(&flows, predictions, measured);
     println!(
         "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
     );
