@@ -9,6 +9,12 @@
 ARG RUST_VERSION=1.95
 ARG DEBIAN=bookworm
 
+# The userspace WireGuard daemon, in its own stage so that a source change
+# does not rebuild it; the version scripts/deps.sh installs.
+FROM rust:${RUST_VERSION}-${DEBIAN} AS boringtun
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    cargo install --locked --root /boringtun boringtun-cli@0.7.1
+
 FROM rust:${RUST_VERSION}-${DEBIAN} AS build
 WORKDIR /src
 COPY . .
@@ -19,8 +25,6 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && mkdir -p /out \
     && cp target/release/meshguard-operator target/release/meshguard \
           target/release/meshguard-agent target/release/mesh-probe /out/
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo install --locked --root /boringtun boringtun-cli
 
 FROM debian:${DEBIAN}-slim AS runtime
 # iptables (nft backend on bookworm, as kube-proxy uses on current kind and
@@ -30,7 +34,7 @@ RUN apt-get update \
         iptables ipset iproute2 wireguard-tools ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/meshguard-operator /out/meshguard /out/meshguard-agent /usr/local/bin/
-COPY --from=build /boringtun/bin/boringtun-cli /usr/local/bin/
+COPY --from=boringtun /boringtun/bin/boringtun-cli /usr/local/bin/
 LABEL org.opencontainers.image.source="https://github.com/meshguard/meshguard" \
       org.opencontainers.image.description="meshguard: WireGuard mesh network policy for Kubernetes" \
       org.opencontainers.image.licenses="Apache-2.0"

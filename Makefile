@@ -5,13 +5,16 @@ CARGO ?= cargo
 export MESHGUARD_VENV ?= $(CURDIR)/.venv
 CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: help deps demo test lint fmt crds manifests bench
+.PHONY: help deps deps-python demo test lint fmt crds manifests bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
 
 deps: ## Install system packages and the Python test tools (.venv/)
 	@scripts/deps.sh
+
+deps-python: ## Only the Python test tools (.venv/): enough for the chart and manifest tests
+	@scripts/deps.sh --python-only
 
 demo: deps ## The local mesh (root): examples/ enforced in namespaces, a measured matrix, a live quarantine
 	$(CARGO) build -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins

@@ -16,7 +16,8 @@ if [ -z "$pod" ]; then
   pod="$(kubectl -n "$namespace" get pods \
     -l app.kubernetes.io/component=agent \
     --field-selector "spec.nodeName=$node" \
-    -o jsonpath='{.items[0].metadata.name}')"
+    -o jsonpath='{.items[*].metadata.name}')"
+  pod="${pod%% *}"
 fi
 if [ -z "$pod" ]; then
   echo "on-node.sh: no meshguard agent pod on node $node" >&2

@@ -62,22 +62,75 @@ finish() {
 }
 trap finish EXIT
 
+# "<name> <spec.revision> <status.observedRevision>" per NodePolicy.
+revisions() {
+  kubectl get nodepolicies \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.spec.revision} {.status.observedRevision}{"\n"}{end}'
+}
+
+# After a change: the operator has recomputed (some NodePolicy's spec
+# revision differs from before; an agent catching up on an older revision
+# does not count), the spec revisions have stayed put for 3 s (one pass
+# writes every NodePolicy it changes within that), every agent reports its
+# NodePolicy's revision applied, and every MeshPolicy is observed at its
+# generation, Accepted, TestsPassed and Enforced (a rejected policy targets
+# no node, so Enforced alone would pass).
+converge() {
+  local before started=$SECONDS now="" specs="" last="" stable_since=$SECONDS
+  before="$(awk '{ print $1, $2 }' <<<"$1")"
+  for _ in $(seq 240); do
+    now="$(revisions)"
+    specs="$(awk '{ print $1, $2 }' <<<"$now")"
+    if [ "$specs" != "$last" ]; then
+      last="$specs"
+      stable_since=$SECONDS
+    fi
+    local applied=yes
+    if awk '$2 != $3 { found = 1 } END { exit !found }' <<<"$now"; then applied=no; fi
+    if [ "$specs" != "$before" ] && [ "$applied" = yes ] \
+      && [ "$(grep -c . <<<"$now")" -eq "$nodes" ] && [ $((SECONDS - stable_since)) -ge 3 ]; then
+      echo "every node enforces its NodePolicy ($((SECONDS - started)) s after the change, 3 s of it settling)"
+      wait_policies
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "NodePolicies not recomputed and applied:" >&2
+  echo "$now" >&2
+  return 1
+}
+
+wait_policies() {
+  local name generation
+  for name in $(kubectl get meshpolicies -o jsonpath='{.items[*].metadata.name}'); do
+    generation="$(kubectl get meshpolicy "$name" -o jsonpath='{.metadata.generation}')"
+    kubectl wait meshpolicy "$name" --for=jsonpath='{.status.observedGeneration}'="$generation" --timeout=60s
+  done
+  for condition in Accepted TestsPassed Enforced; do
+    kubectl wait meshpolicy --all --for=condition="$condition" --timeout=60s
+  done
+}
+
 log "building the meshguard CLI and meshguard-cluster-check"
 cargo build --release -q -p meshguard-operator --bin meshguard -p meshguard-e2e --bin meshguard-cluster-check
 target="${CARGO_TARGET_DIR:-target}/release"
 
 log "building $image (Dockerfile, target e2e)"
-docker build --target e2e -t "$image" .
+docker build --provenance=false --target e2e -t "$image" .
 
 log "creating kind cluster $cluster"
 kind create cluster --name "$cluster" --config e2e/kind/cluster.yaml --kubeconfig "$KUBECONFIG" --wait 120s
-kind load docker-image "$image" --name "$cluster"
+# Through an archive: `kind load docker-image` fails with Docker's
+# containerd image store (the default since Docker 29).
+docker save "$image" -o "$work/image.tar"
+kind load image-archive "$work/image.tar" --name "$cluster"
 
 log "installing the chart"
 kubectl apply -f deploy/namespace.yaml
 helm upgrade --install meshguard charts/meshguard \
   --namespace "$namespace" \
-  --set image.repository="${image%:*}" --set image.tag="${image##*:}" --set image.pullPolicy=Never \
+  --set-string image.repository="${image%:*}" --set-string image.tag="${image##*:}" \
+  --set image.pullPolicy=Never \
   --set operator.replicas=2 \
   --wait --timeout 5m
 kubectl -n "$namespace" rollout status daemonset/meshguard-agent --timeout=3m
@@ -101,38 +154,6 @@ grep -v '^#' e2e/kind/roles.txt | while read -r node role; do
 done
 before="$(revisions)"
 kubectl apply -f e2e/kind/policies.yaml
-
-revisions() {
-  kubectl get nodepolicies \
-    -o jsonpath='{range .items[*]}{.metadata.name} {.spec.revision} {.status.observedRevision}{"\n"}{end}'
-}
-
-# After a change: the operator has recomputed (some NodePolicy revision
-# differs from before), every agent reports its NodePolicy's revision
-# applied, and the revisions have stayed put for 3 s (one pass writes every
-# NodePolicy it changes within that); then every MeshPolicy is Enforced.
-converge() {
-  local before="$1" started=$SECONDS now="" last="" stable_since=$SECONDS
-  for _ in $(seq 240); do
-    now="$(revisions)"
-    if [ "$now" != "$last" ]; then
-      last="$now"
-      stable_since=$SECONDS
-    fi
-    local applied=yes
-    if awk '$2 != $3 { found = 1 } END { exit !found }' <<<"$now"; then applied=no; fi
-    if [ "$now" != "$before" ] && [ "$applied" = yes ] \
-      && [ "$(grep -c . <<<"$now")" -eq "$nodes" ] && [ $((SECONDS - stable_since)) -ge 3 ]; then
-      echo "every node enforces its NodePolicy ($((SECONDS - started)) s after the change, 3 s of it settling)"
-      kubectl wait meshpolicy --all --for=condition=Enforced --timeout=60s
-      return 0
-    fi
-    sleep 0.5
-  done
-  echo "NodePolicies not recomputed and applied:" >&2
-  echo "$now" >&2
-  return 1
-}
 
 check() {
   rm -rf "$work/inputs" && mkdir -p "$work/inputs"

@@ -85,11 +85,15 @@ fn inputs(mesh: &Mesh, name: &str, policies: &str, with_ips: bool) -> PathBuf {
 /// Runs the tool; `warm_up` bounds how long it waits for predicted-allowed
 /// flows to pass once (flows the mesh refuses never do).
 fn check(mesh: &Mesh, inputs: &Path, warm_up: u64) -> Output {
+    check_with(mesh, inputs, warm_up, env!("CARGO_BIN_EXE_mesh-probe"))
+}
+
+fn check_with(mesh: &Mesh, inputs: &Path, warm_up: u64, probe: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_meshguard-cluster-check"))
         .arg("--inputs")
         .arg(inputs)
         .args(["--exec", &format!("ip netns exec {}-{{node}}", mesh.prefix)])
-        .args(["--probe", env!("CARGO_BIN_EXE_mesh-probe")])
+        .args(["--probe", probe])
         .arg("--meshguard")
         .arg(mesh.meshguard_bin())
         .args(["--warm-up-seconds", &warm_up.to_string()])
@@ -138,6 +142,18 @@ fn the_cluster_check_measures_a_running_mesh_against_meshguard_check() {
         "{report}"
     );
 
+    // A probe that cannot run is an error, never a refused flow.
+    let agreeing_inputs = mesh.dir.join("agreeing");
+    let missing = check_with(&mesh, &agreeing_inputs, 3, "/nonexistent/mesh-probe");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mesh-probe serve on ")
+            && stderr.contains(" failed: ")
+            && stderr.contains("/nonexistent/mesh-probe"),
+        "{stderr}"
+    );
+
     let no_ips = check(&mesh, &inputs(&mesh, "no-ips", POLICIES, false), 3);
     let stderr = String::from_utf8_lossy(&no_ips.stderr);
     assert_eq!(no_ips.status.code(), Some(2), "{stderr}");
@@ -157,6 +173,7 @@ fn a_probe_server_stops_when_its_input_closes() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_mesh-probe"))
         .args(["serve", "--tcp", &port.to_string(), "--stop-on-eof"])
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();

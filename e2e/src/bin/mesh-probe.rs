@@ -21,6 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Echo lines on TCP ports and datagrams on UDP ports, until killed.
+    /// Prints "ready" once every port is bound.
     Serve {
         #[arg(long, value_delimiter = ',')]
         tcp: Vec<u16>,
@@ -124,6 +125,8 @@ fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
             }
         }));
     }
+    println!("ready");
+    std::io::stdout().flush()?;
     for thread in threads {
         let _ = thread.join();
     }

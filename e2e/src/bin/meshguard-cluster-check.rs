@@ -20,6 +20,7 @@
 
 use std::{
     collections::BTreeMap,
+    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     time::{Duration, Instant},
@@ -28,7 +29,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
-    matrix::{self, all_pairs, predict, probe_invocation, run_all, traffic_of},
+    matrix::{self, all_pairs, predict, probe_invocation, traffic_of},
     mesh::Traffic,
 };
 use serde_json::Value;
@@ -159,29 +160,51 @@ impl Servers {
                 words.extend([flag.to_owned(), list]);
             }
         }
-        words.extend(["--stop-on-eof".into(), "--lifetime".into(), "900".into()]);
+        let lifetime = args.warm_up_seconds + 600;
+        words.extend([
+            "--stop-on-eof".into(),
+            "--lifetime".into(),
+            lifetime.to_string(),
+        ]);
         let mut servers = Servers(Vec::new());
+        let (ready, readiness) = std::sync::mpsc::channel();
         for member in members {
-            let child = on_node(&args.exec, member, &words)
+            let mut child = on_node(&args.exec, member, &words)
                 .stdin(Stdio::piped())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .with_context(|| format!("starting mesh-probe serve on {member}"))?;
+            // The server prints "ready" once every port is bound; end of
+            // output first means it failed (a port in use, no such program).
+            let stdout = child.stdout.take().context("the server's stdout")?;
+            let ready = ready.clone();
+            let member = member.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(stdout).read_line(&mut line);
+                let _ = ready.send((member, line.trim() == "ready"));
+            });
             servers.0.push(child);
         }
-        // A server that cannot bind (a port in use) exits at once.
-        std::thread::sleep(Duration::from_secs(2));
-        for (member, child) in members.iter().zip(servers.0.iter_mut()) {
-            if let Some(status) = child.try_wait()? {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in members {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let (member, is_ready) = readiness
+                .recv_timeout(wait)
+                .map_err(|_| anyhow::anyhow!("mesh-probe serve not ready within 60 s"))?;
+            if !is_ready {
+                let i = members
+                    .iter()
+                    .position(|m| *m == member)
+                    .unwrap_or_default();
+                let child = &mut servers.0[i];
+                let _ = child.kill();
                 let mut reason = String::new();
                 if let Some(mut stderr) = child.stderr.take() {
-                    std::io::Read::read_to_string(&mut stderr, &mut reason)?;
+                    stderr.read_to_string(&mut reason)?;
                 }
-                bail!(
-                    "mesh-probe serve on {member} exited ({status}): {}",
-                    reason.trim()
-                );
+                bail!("mesh-probe serve on {member} failed: {}", reason.trim());
             }
         }
         Ok(servers)
@@ -201,6 +224,91 @@ impl Drop for Servers {
             let _ = child.wait();
         }
     }
+}
+
+/// What each probe's output says: `Some(passed)` when it ran, `None` when
+/// the exec itself failed (kubectl's own errors exit 1, like a refused
+/// flow), so a refusal is never confused with a probe that did not run.
+const EXIT_MARK: &str = "mesh-probe-exit:";
+
+/// The probe wrapped so that it reports its own exit code on stdout.
+fn marked(words: &[String]) -> Vec<String> {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect();
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("{} >/dev/null 2>&1; echo {EXIT_MARK}$?", quoted.join(" ")),
+    ]
+}
+
+/// Runs the marked probes, `parallel` at a time: `Some(passed)` for each
+/// that ran (126 and 127 — the program is missing — count as not run).
+fn run_marked(commands: Vec<Command>, parallel: usize) -> anyhow::Result<Vec<Option<bool>>> {
+    let mut results = Vec::with_capacity(commands.len());
+    let mut commands = commands.into_iter().peekable();
+    while commands.peek().is_some() {
+        let mut children = Vec::new();
+        for mut command in commands.by_ref().take(parallel.max(1)) {
+            children.push(
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+        }
+        for child in children {
+            let output = child.wait_with_output()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let code = text
+                .lines()
+                .find_map(|l| l.strip_prefix(EXIT_MARK))
+                .and_then(|c| c.trim().parse::<i32>().ok());
+            results.push(match code {
+                Some(126 | 127) | None => None,
+                Some(code) => Some(code == 0),
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// [`run_marked`], running again (up to twice) the probes that did not run;
+/// an error names a flow whose probe never ran.
+fn measure_flows(
+    flows: &[&(&str, &str, Traffic)],
+    command: &dyn Fn(&(&str, &str, Traffic)) -> Command,
+    parallel: usize,
+) -> anyhow::Result<Vec<bool>> {
+    let mut results: Vec<Option<bool>> = vec![None; flows.len()];
+    for _ in 0..3 {
+        let pending: Vec<usize> = (0..flows.len()).filter(|i| results[*i].is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let outcomes = run_marked(
+            pending.iter().map(|i| command(flows[*i])).collect(),
+            parallel,
+        )?;
+        for (i, outcome) in pending.into_iter().zip(outcomes) {
+            results[i] = outcome;
+        }
+    }
+    results
+        .into_iter()
+        .zip(flows)
+        .map(|(result, (from, to, traffic))| {
+            result.with_context(|| {
+                format!(
+                    "the probe {from} -> {to} {} did not run (three tries): check --exec and --probe",
+                    matrix::label(*traffic)
+                )
+            })
+        })
+        .collect()
 }
 
 fn meshguard_cli(args: &Args) -> PathBuf {
@@ -228,7 +336,7 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         on_node(
             &args.exec,
             from,
-            &probe_invocation(&args.probe, &ips[*to], *traffic),
+            &marked(&probe_invocation(&args.probe, &ips[*to], *traffic)),
         )
     };
 
@@ -241,7 +349,7 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         .collect();
     let started = Instant::now();
     while !cold.is_empty() && started.elapsed() < Duration::from_secs(args.warm_up_seconds) {
-        let passed = run_all(cold.iter().map(|f| flow_command(f)), args.parallel)?;
+        let passed = measure_flows(&cold, &flow_command, args.parallel)?;
         let mut passed = passed.into_iter();
         cold.retain(|_| !passed.next().unwrap_or(false));
     }
@@ -253,7 +361,11 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         );
     }
 
-    let measured = run_all(flows.iter().map(flow_command), args.parallel)?;
+    let measured = measure_flows(
+        &flows.iter().collect::<Vec<_>>(),
+        &flow_command,
+        args.parallel,
+    )?;
     let cells = matrix::cells(&flows, predictions, measured);
     println!(
         "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
