@@ -145,8 +145,18 @@ pub fn run_all(
     commands: impl IntoIterator<Item = Command>,
     parallel: usize,
 ) -> std::io::Result<Vec<bool>> {
-    let commands: Vec<Command> = commands.into_iter().collect();
-    let mut results = Vec::with_capacity(commands.len());
+    Ok(run_collecting(commands, parallel)?
+        .into_iter()
+        .map(|o| o.status.success())
+        .collect())
+}
+
+/// [`run_all`], keeping each command's exit status and standard output.
+pub fn run_collecting(
+    commands: impl IntoIterator<Item = Command>,
+    parallel: usize,
+) -> std::io::Result<Vec<std::process::Output>> {
+    let mut results = Vec::new();
     let mut commands = commands.into_iter().peekable();
     while commands.peek().is_some() {
         let mut children = Vec::new();
@@ -154,13 +164,13 @@ pub fn run_all(
             children.push(
                 command
                     .stdin(Stdio::null())
-                    .stdout(Stdio::null())
+                    .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()?,
             );
         }
-        for mut child in children {
-            results.push(child.wait()?.success());
+        for child in children {
+            results.push(child.wait_with_output()?);
         }
     }
     Ok(results)

@@ -247,33 +247,20 @@ fn marked(words: &[String]) -> Vec<String> {
 /// Runs the marked probes, `parallel` at a time: `Some(passed)` for each
 /// that ran (126 and 127 — the program is missing — count as not run).
 fn run_marked(commands: Vec<Command>, parallel: usize) -> anyhow::Result<Vec<Option<bool>>> {
-    let mut results = Vec::with_capacity(commands.len());
-    let mut commands = commands.into_iter().peekable();
-    while commands.peek().is_some() {
-        let mut children = Vec::new();
-        for mut command in commands.by_ref().take(parallel.max(1)) {
-            children.push(
-                command
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()?,
-            );
-        }
-        for child in children {
-            let output = child.wait_with_output()?;
+    Ok(matrix::run_collecting(commands, parallel)?
+        .into_iter()
+        .map(|output| {
             let text = String::from_utf8_lossy(&output.stdout);
             let code = text
                 .lines()
                 .find_map(|l| l.strip_prefix(EXIT_MARK))
                 .and_then(|c| c.trim().parse::<i32>().ok());
-            results.push(match code {
+            match code {
                 Some(126 | 127) | None => None,
                 Some(code) => Some(code == 0),
-            });
-        }
-    }
-    Ok(results)
+            }
+        })
+        .collect())
 }
 
 /// [`run_marked`], running again (up to twice) the probes that did not run;
