@@ -21,6 +21,7 @@
 
 pub mod api_server;
 pub mod deploy;
+pub mod manifests;
 pub mod matrix;
 pub mod mesh;
 pub mod netns;

@@ -29,10 +29,9 @@ pub struct Cell {
 
 /// The traffic the policies speak of: every single port named (a range by
 /// its ends), and ICMP.
-pub fn traffic_of(manifests: &str) -> anyhow::Result<Vec<Traffic>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(manifests)?;
+pub fn traffic_of<'a>(docs: impl IntoIterator<Item = &'a Value>) -> anyhow::Result<Vec<Traffic>> {
     let mut out = BTreeSet::from([Traffic::Icmp]);
-    for doc in docs.iter().filter(|d| d["kind"] == "MeshPolicy") {
+    for doc in docs.into_iter().filter(|d| d["kind"] == "MeshPolicy") {
         for rule in doc["spec"]["rules"].as_array().into_iter().flatten() {
             for port in rule["ports"].as_array().into_iter().flatten() {
                 let (Some(number), Some(protocol)) =
@@ -135,6 +134,19 @@ pub fn probe_invocation(probe: &str, ip: &str, traffic: Traffic) -> Vec<String> 
             .map(str::to_owned)
             .to_vec(),
     };
+    words
+}
+
+/// The program and arguments of an echo server on these ports (`probe` is
+/// mesh-probe's path where it runs); it prints "ready" once they are bound.
+pub fn serve_invocation(probe: &str, tcp: &[u16], udp: &[u16]) -> Vec<String> {
+    let mut words = vec![probe.to_owned(), "serve".to_owned()];
+    for (flag, ports) in [("--tcp", tcp), ("--udp", udp)] {
+        if !ports.is_empty() {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            words.extend([flag.to_owned(), list.join(",")]);
+        }
+    }
     words
 }
 

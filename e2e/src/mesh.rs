@@ -464,32 +464,51 @@ impl Mesh {
         Ok(())
     }
 
-    /// Waits until every running agent reports the revision `set_policies` gave it.
+    /// Waits until every node with a running agent reports `Applied` at
+    /// the revision in `revisions`; returns how long that took.
     pub fn wait_applied(
         &self,
         revisions: &BTreeMap<String, String>,
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
         let started = Instant::now();
+        self.wait_revisions(revisions, Duration::from_millis(20), timeout)?;
+        Ok(started.elapsed())
+    }
+
+    /// [`Mesh::wait_applied`], polling every `poll`; returns when each node
+    /// was first seen applying its revision (for per-node convergence times).
+    pub fn wait_revisions(
+        &self,
+        revisions: &BTreeMap<String, String>,
+        poll: Duration,
+        timeout: Duration,
+    ) -> anyhow::Result<BTreeMap<String, Instant>> {
+        let started = Instant::now();
+        let mut done = BTreeMap::new();
         loop {
-            let pending: Vec<&str> = self
-                .nodes
-                .iter()
-                .filter(|n| n.agent.is_some())
-                .filter(|n| {
-                    let status = self.status(&n.name);
-                    let applied = status
-                        .as_ref()
-                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Applied"))
-                        .is_some_and(|c| c.status == "True");
-                    !(applied
-                        && status.and_then(|s| s.observed_revision)
-                            == revisions.get(&n.name).cloned())
-                })
-                .map(|n| n.name.as_str())
-                .collect();
+            let now = Instant::now();
+            let mut pending = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.agent.is_some()) {
+                if done.contains_key(&node.name) {
+                    continue;
+                }
+                let status = self.status(&node.name);
+                let applied = status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Applied"))
+                    .is_some_and(|c| c.status == "True");
+                if applied
+                    && status.and_then(|s| s.observed_revision).as_ref()
+                        == revisions.get(&node.name)
+                {
+                    done.insert(node.name.clone(), now);
+                } else {
+                    pending.push(node.name.as_str());
+                }
+            }
             if pending.is_empty() {
-                return Ok(started.elapsed());
+                return Ok(done);
             }
             if started.elapsed() > timeout {
                 bail!(
@@ -497,7 +516,7 @@ impl Mesh {
                     self.dir.display()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(poll);
         }
     }
 
@@ -542,32 +561,26 @@ impl Mesh {
         }
     }
 
-    /// Starts echo servers on the node.
+    /// Starts echo servers on the node; returns once every port is bound.
     pub fn serve(&mut self, name: &str, tcp: &[u16], udp: &[u16]) -> anyhow::Result<()> {
-        let ns = self.node(name).ns.clone();
-        let join = |ports: &[u16]| {
-            ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut args = vec!["serve".to_owned()];
-        if !tcp.is_empty() {
-            args.extend(["--tcp".to_owned(), join(tcp)]);
-        }
-        if !udp.is_empty() {
-            args.extend(["--udp".to_owned(), join(udp)]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = ns
-            .command(&self.probe_bin.display().to_string(), &refs)
+        let words = matrix::serve_invocation(&self.probe_bin.display().to_string(), tcp, udp);
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        let mut child = self
+            .node(name)
+            .ns
+            .command(&words[0], &args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        }
         self.node_mut(name).probes.push(child);
-        std::thread::sleep(Duration::from_millis(100));
+        if line.trim() != "ready" {
+            bail!("mesh-probe serve on {name} did not start (ports {tcp:?} {udp:?} in use?)");
+        }
         Ok(())
     }
 

@@ -11,16 +11,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::Engine;
 use http::StatusCode;
 use meshguard_crds::{MeshNode, MeshPolicy};
 use meshguard_e2e::api_server::{mock_client, respond};
 use meshguard_operator::{
     controller::{Operator, metrics::Metrics},
-    index::{Index, Observed, Update},
-    reconcile::{Plan, Reconciler, Settings, StatusWrite},
+    index::Update,
+    reconcile::{Plan, Reconciler, Settings},
 };
 use prometheus_client::registry::Registry;
 use serde_json::json;
+
+// The tests' picture of what the API server holds after a plan: NodePolicies
+// written back (agents report each revision applied) and statuses.
+#[allow(dead_code)]
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
 
 const NODES: usize = 1000;
 const APPS: usize = 10;
@@ -35,17 +42,7 @@ struct Served {
 
 fn key(i: usize) -> String {
     let bytes: Vec<u8> = (0..32).map(|b| (i * 31 + b * 7) as u8).collect();
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for k in 0..=chunk.len() {
-            out.push(alphabet[((n >> (18 - 6 * k)) & 63) as usize] as char);
-        }
-    }
-    out.push('=');
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn mesh_node(i: usize) -> MeshNode {
@@ -90,36 +87,6 @@ fn platform_policy(extra_port: Option<u16>) -> MeshPolicy {
         ] },
     }))
     .unwrap()
-}
-
-/// What the API server holds after the plan, as the watch would report it
-/// (agents report each revision applied).
-fn absorb(index: &mut Index, plan: &Plan) {
-    for p in &plan.node_policies {
-        let name = p.metadata.name.clone().unwrap();
-        let revision = p.spec.revision.clone();
-        let observed = Observed {
-            uid: Some(format!("np-{name}")),
-            revision: revision.clone(),
-            enforced: Some(revision),
-        };
-        index.apply(Update::NodePolicy(name, observed));
-    }
-    for write in &plan.statuses {
-        match write {
-            StatusWrite::MeshPolicy(n, s) => {
-                let mut p = index.policies[n].clone();
-                p.status = Some(s.clone());
-                index.apply(Update::Policy(Box::new(p)));
-            }
-            StatusWrite::MeshNode(n, s) => {
-                let mut m = index.mesh_nodes[n].clone();
-                m.status = Some(s.clone());
-                index.apply(Update::MeshNode(Box::new(m)));
-            }
-            StatusWrite::PolicyChain(..) => {}
-        }
-    }
 }
 
 async fn pass(
@@ -192,9 +159,9 @@ async fn main() {
     );
 
     let (plan, _) = pass(&mut operator, &served, "first pass (every NodePolicy new)").await;
-    absorb(&mut operator.index, &plan);
+    cluster::written_back(&mut operator.index, &plan, true);
     let (plan, _) = pass(&mut operator, &served, "statuses settle (agents applied)").await;
-    absorb(&mut operator.index, &plan);
+    cluster::written_back(&mut operator.index, &plan, true);
 
     // Five changes of each kind, alternating, so one slow moment of this
     // shared machine does not make the figure.
@@ -204,14 +171,14 @@ async fn main() {
         operator.index.apply(Update::Policy(Box::new(platform)));
         let what = "mesh-wide rule changed (every node concerned)";
         let (plan, last) = pass(&mut operator, &served, what).await;
-        absorb(&mut operator.index, &plan);
+        cluster::written_back(&mut operator.index, &plan, true);
         wide.push(last);
         operator
             .index
             .apply(Update::Policy(Box::new(app_policy(3, 8081 + round))));
         let what = "one app's internal port changed (10% of the nodes concerned)";
         let (plan, last) = pass(&mut operator, &served, what).await;
-        absorb(&mut operator.index, &plan);
+        cluster::written_back(&mut operator.index, &plan, true);
         tenth.push(last);
         tenth_writes.push(plan.node_policies.len());
     }

@@ -196,17 +196,12 @@ fn convergence(args: &Args) -> anyhow::Result<()> {
             .max()
             .context("no state file")?;
         // Polled every 2 ms (wait_applied's 20 ms would blur the figure).
-        let started = Instant::now();
-        let mut pending: Vec<&String> = names.iter().collect();
-        while !pending.is_empty() {
-            pending.retain(|n| {
-                mesh.status(n).and_then(|s| s.observed_revision).as_ref() != revisions.get(*n)
-            });
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("change {change}: not enforced within 30 s on {pending:?}");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        mesh.wait_revisions(
+            &revisions,
+            Duration::from_millis(2),
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("change {change}"))?;
         let done = std::time::SystemTime::now();
         times.push(
             done.duration_since(written)

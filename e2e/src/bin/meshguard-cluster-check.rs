@@ -29,10 +29,10 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
+    manifests,
     matrix::{self, all_pairs, predict, probe_invocation, traffic_of},
     mesh::Traffic,
 };
-use serde_json::Value;
 
 #[derive(Parser)]
 #[command(
@@ -76,46 +76,25 @@ fn main() -> ExitCode {
 }
 
 /// The members' mesh IPs and the text of every manifest (Lists flattened).
-fn read_inputs(dir: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        })
-        .collect();
-    files.sort();
+fn read_inputs(dir: &Path) -> anyhow::Result<(BTreeMap<String, String>, Vec<Traffic>)> {
+    let docs = manifests::read_dir(dir)?;
     let mut members = BTreeMap::new();
-    let mut text = String::new();
-    for file in files {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(&file)?)
-            .with_context(|| format!("{}: not YAML", file.display()))?;
-        let docs = docs.into_iter().flat_map(|d| match d["items"].as_array() {
-            Some(items) if d["kind"] == "List" => items.clone(),
-            _ => vec![d],
-        });
-        for doc in docs.filter(|d| !d.is_null()) {
-            if doc["kind"] == "MeshNode" {
-                let name = doc["metadata"]["name"]
-                    .as_str()
-                    .with_context(|| format!("{}: a MeshNode without a name", file.display()))?;
-                let ip = doc["status"]["meshIP"]
-                    .as_str()
-                    .or(doc["spec"]["meshIP"].as_str())
-                    .with_context(|| {
-                        format!(
-                            "{}: MeshNode/{name}: no status.meshIP or spec.meshIP (is the operator running?)",
-                            file.display()
-                        )
-                    })?;
-                members.insert(name.to_owned(), ip.to_owned());
-            }
-            text.push_str("---\n");
-            text.push_str(&serde_json::to_string(&doc)?);
-            text.push('\n');
-        }
+    for (file, doc) in docs.iter().filter(|(_, d)| d["kind"] == "MeshNode") {
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .with_context(|| format!("{}: a MeshNode without a name", file.display()))?;
+        let ip = doc["status"]["meshIP"]
+            .as_str()
+            .or(doc["spec"]["meshIP"].as_str())
+            .with_context(|| {
+                format!(
+                    "{}: MeshNode/{name}: no status.meshIP or spec.meshIP (is the operator running?)",
+                    file.display()
+                )
+            })?;
+        members.insert(name.to_owned(), ip.to_owned());
     }
+    let traffic = traffic_of(docs.iter().map(|(_, d)| d))?;
     if members.len() < 2 {
         bail!(
             "{} holds {} MeshNodes; a matrix needs two",
@@ -123,7 +102,7 @@ fn read_inputs(dir: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)>
             members.len()
         );
     }
-    Ok((members, text))
+    Ok((members, traffic))
 }
 
 /// `--exec` with `{node}` filled in, then the program and its arguments.
@@ -147,19 +126,7 @@ struct Servers(Vec<Child>);
 impl Servers {
     fn start(args: &Args, members: &[String], traffic: &[Traffic]) -> anyhow::Result<Servers> {
         let (tcp, udp) = matrix::ports(traffic);
-        let join = |ports: Vec<u16>| {
-            ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut words = vec![args.probe.clone(), "serve".into()];
-        for (flag, list) in [("--tcp", join(tcp)), ("--udp", join(udp))] {
-            if !list.is_empty() {
-                words.extend([flag.to_owned(), list]);
-            }
-        }
+        let mut words = matrix::serve_invocation(&args.probe, &tcp, &udp);
         let lifetime = args.warm_up_seconds + 600;
         words.extend([
             "--stop-on-eof".into(),
@@ -309,9 +276,8 @@ fn meshguard_cli(args: &Args) -> PathBuf {
 }
 
 fn run(args: &Args) -> anyhow::Result<usize> {
-    let (ips, manifests) = read_inputs(&args.inputs)?;
+    let (ips, traffic) = read_inputs(&args.inputs)?;
     let names: Vec<String> = ips.keys().cloned().collect();
-    let traffic = traffic_of(&manifests)?;
     println!("Members");
     for (name, ip) in &ips {
         println!("  {name:<24} {ip}");

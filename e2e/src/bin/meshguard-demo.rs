@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
+    manifests,
     matrix::{self, all_pairs, measure, traffic_of},
     mesh::{Cleaner, Mesh},
 };
@@ -90,41 +91,29 @@ fn on_interrupt(cleaner: Arc<Mutex<Option<Cleaner>>>) {
 /// A member of the demo: its name and labels.
 type Member = (String, Vec<(String, String)>);
 
-/// The members and the text of every other manifest.
-fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, String)> {
+/// The members, and every other manifest.
+fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, Vec<Value>)> {
+    let docs = manifests::read_dir(dir)?;
     let mut members = Vec::new();
-    let mut others = String::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
-    files.sort();
-    for file in files {
-        let text = std::fs::read_to_string(&file)?;
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .with_context(|| format!("{}: not YAML", file.display()))?;
-        for doc in docs {
-            if doc["kind"] == "MeshNode" {
-                let name = doc["metadata"]["name"]
-                    .as_str()
-                    .context("a MeshNode without a name")?;
-                let labels = doc["metadata"]["labels"]
-                    .as_object()
-                    .map(|l| {
-                        l.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                members.push((name.to_owned(), labels));
-            } else if !doc.is_null() {
-                others.push_str("---\n");
-                others.push_str(&serde_json::to_string(&doc)?);
-                others.push('\n');
-            }
-        }
+    for (file, doc) in docs.iter().filter(|(_, d)| d["kind"] == "MeshNode") {
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .with_context(|| format!("{}: a MeshNode without a name", file.display()))?;
+        let labels = doc["metadata"]["labels"]
+            .as_object()
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        members.push((name.to_owned(), labels));
     }
+    let others: Vec<Value> = docs
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kind"] != "MeshNode")
+        .collect();
     if members.len() < 2 {
         bail!(
             "{} holds {} MeshNodes; the demo needs at least two",
@@ -136,8 +125,9 @@ fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, String)> {
 }
 
 fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usize> {
-    let (members, manifests) = read_examples(&args.examples)?;
-    let traffic = traffic_of(&manifests)?;
+    let (members, others) = read_examples(&args.examples)?;
+    let traffic = traffic_of(&others)?;
+    let inputs = manifests::stream(&others)?;
     let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
     if !names.contains(&args.quarantine) {
         bail!(
@@ -169,7 +159,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
     for name in &names {
         mesh.serve(name, &tcp, &udp)?;
     }
-    let revisions = mesh.set_policies(&manifests)?;
+    let revisions = mesh.set_policies(&inputs)?;
     mesh.start_agents(&[])?;
     mesh.wait_applied(&revisions, Duration::from_secs(60))?;
     println!(
@@ -223,26 +213,17 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
     );
     mesh.set_label(&args.quarantine, "meshguard.io/quarantine", Some("true"))?;
     let written = Instant::now();
-    let revisions = mesh.set_policies(&manifests)?;
-    let mut converged = BTreeMap::new();
-    while converged.len() < names.len() {
-        for name in &names {
-            if converged.contains_key(name) {
-                continue;
-            }
-            let applied = mesh.status(name).and_then(|s| s.observed_revision);
-            if applied.as_ref() == revisions.get(name) {
-                converged.insert(name.clone(), written.elapsed());
-            }
-        }
-        if written.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "not enforced everywhere within 60 s: {:?} done",
-                converged.keys()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let revisions = mesh.set_policies(&inputs)?;
+    let converged: BTreeMap<String, Duration> = mesh
+        .wait_revisions(
+            &revisions,
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+        )
+        .context("not enforced everywhere")?
+        .into_iter()
+        .map(|(name, at)| (name, at.duration_since(written)))
+        .collect();
     let mut times: Vec<(&String, &Duration)> = converged.iter().collect();
     times.sort_by_key(|(_, d)| **d);
     let line: Vec<String> = times

@@ -43,9 +43,11 @@ pub struct CheckArgs {
     pub flows: Option<PathBuf>,
 }
 
-/// One flow to decide, as given.
+/// One flow to decide, as given; echoed in `--flows` JSON answers.
+#[derive(Serialize)]
 struct FlowArgs {
     /// `FILE:LINE` of a `--flows` line, for errors.
+    #[serde(skip)]
     origin: Option<String>,
     from: String,
     to: String,
@@ -62,25 +64,16 @@ pub enum Output {
 /// The JSON answer, fields in the contract's order.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Answer {
+struct Answer<'a> {
     /// The flow, in `--flows` answers only.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    flow: Option<FlowEcho>,
+    flow: Option<&'a FlowArgs>,
     verdict: Verdict,
     policy: Option<String>,
     /// The rule's name, or its index in the policy when it has none.
     rule: Option<serde_json::Value>,
     /// Whether both ends are WireGuard peers; null when either is not a member.
     peer_visible: Option<bool>,
-}
-
-/// The flow an answer is about, echoed in `--flows` JSON answers.
-#[derive(Serialize)]
-struct FlowEcho {
-    from: String,
-    to: String,
-    protocol: Protocol,
-    port: Option<u16>,
 }
 
 pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
@@ -113,11 +106,14 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
         Err(code) => return Ok(code),
     };
     let compiled = &prepared.compiled;
-    // Every name is checked before any answer, so bad input prints nothing
+    // Every name is resolved before any answer, so bad input prints nothing
     // on stdout.
+    let mut ends = Vec::with_capacity(flows.len());
     for flow in &flows {
-        for name in [&flow.from, &flow.to] {
-            if resolve(compiled.members(), name).is_none() {
+        let resolved = [&flow.from, &flow.to].map(|name| (name, resolve(compiled.members(), name)));
+        match resolved {
+            [(_, Some(src)), (_, Some(dst))] => ends.push((src, dst)),
+            [(name, None), _] | [_, (name, None)] => {
                 let at = flow
                     .origin
                     .as_ref()
@@ -132,8 +128,8 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
         }
     }
     let mut all_allowed = true;
-    for flow in &flows {
-        all_allowed &= answer(args, compiled, flow, out, err)?;
+    for (flow, (src, dst)) in flows.iter().zip(ends) {
+        all_allowed &= answer(args, compiled, flow, (src, dst), out, err)?;
     }
     Ok(if all_allowed { exit::OK } else { exit::FAILED })
 }
@@ -198,22 +194,17 @@ fn read_flows(path: &std::path::Path) -> Result<Vec<FlowArgs>, String> {
     Ok(flows)
 }
 
-/// Decides one flow and writes its answer; true when it is allowed. Both
-/// ends are known to resolve.
+/// Decides one flow between its resolved ends and writes its answer; true
+/// when it is allowed.
 fn answer(
     args: &CheckArgs,
     compiled: &crate::compile::Compiled,
     flow: &FlowArgs,
+    (src, dst): (Endpoint, Endpoint),
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let set = compiled.policy_set();
-    let (Some(src), Some(dst)) = (
-        resolve(compiled.members(), &flow.from),
-        resolve(compiled.members(), &flow.to),
-    ) else {
-        anyhow::bail!("{} -> {}: an end does not resolve", flow.from, flow.to);
-    };
     let protocol = flow.protocol;
     let decision = evaluate(
         set,
@@ -229,12 +220,7 @@ fn answer(
         _ => None,
     };
     let answer = Answer {
-        flow: args.flows.as_ref().map(|_| FlowEcho {
-            from: flow.from.clone(),
-            to: flow.to.clone(),
-            protocol,
-            port: flow.port,
-        }),
+        flow: args.flows.as_ref().map(|_| flow),
         verdict: decision.verdict,
         policy: decision.rule.map(|r| set.policy_of(r).name.clone()),
         rule: decision.rule.map(|r| match &set.rules[r].name {

@@ -1,0 +1,53 @@
+//! Manifests read from a folder the way `meshguard -f DIR` reads it (files
+//! directly in it, in name order, multi-document, `kind: List` flattened),
+//! for the harnesses that need to know what is in them before handing the
+//! folder to the CLI: the demo (members, ports) and the cluster check.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// Every document in `dir`'s `.yaml`, `.yml` and `.json` files, with the
+/// file it came from; empty documents left out.
+pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Value)>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("{}: not YAML", file.display()))?;
+        for doc in docs {
+            let docs = match doc["items"].as_array() {
+                Some(items) if doc["kind"] == "List" => items.clone(),
+                _ => vec![doc],
+            };
+            out.extend(
+                docs.into_iter()
+                    .filter(|d| !d.is_null())
+                    .map(|d| (file.clone(), d)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Documents as one YAML stream (of JSON documents), as `meshguard` reads it.
+pub fn stream<'a>(docs: impl IntoIterator<Item = &'a Value>) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for doc in docs {
+        text.push_str("---\n");
+        text.push_str(&serde_json::to_string(doc)?);
+        text.push('\n');
+    }
+    Ok(text)
+}
