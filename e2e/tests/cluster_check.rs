@@ -164,26 +164,26 @@ fn the_cluster_check_measures_a_running_mesh_against_meshguard_check() {
 }
 
 /// A server started through `kubectl exec -i` outlives a killed exec; it
-/// must stop when its standard input closes.
+/// must stop when its standard input closes. It runs in a network namespace
+/// of its own (`unshare --net`, gone with the process) so that no socket of
+/// a test running alongside can hold its port.
 #[test]
 fn a_probe_server_stops_when_its_input_closes() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let mut server = Command::new(env!("CARGO_BIN_EXE_mesh-probe"))
-        .args(["serve", "--tcp", &port.to_string(), "--stop-on-eof"])
+    use std::io::BufRead;
+    let mut server = Command::new("unshare")
+        .arg("--net")
+        .arg(env!("CARGO_BIN_EXE_mesh-probe"))
+        .args(["serve", "--tcp", "9000", "--udp", "9000", "--stop-on-eof"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut ready = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready", "the server never bound its ports");
+    std::thread::sleep(Duration::from_millis(200));
     assert!(
         server.try_wait().unwrap().is_none(),
         "running while its input is open"
