@@ -16,6 +16,10 @@ use crate::{
     netns::{self, Namespaces, host},
 };
 
+/// How long a flow that must pass may take: a lost handshake (retried
+/// after WireGuard's 5 s rekey timeout) and a probe's own timeout.
+pub const PASS_WITHIN: Duration = Duration::from_secs(8);
+
 /// Where the workspace's binaries are: next to the running test's directory.
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -558,6 +562,8 @@ impl Mesh {
                     self.dir.display()
                 );
             }
+            // Leave the CPU to the tunnel daemons being waited on.
+            std::thread::sleep(Duration::from_millis(150));
         }
     }
 
@@ -627,6 +633,24 @@ impl Mesh {
 
     pub fn ping(&self, from: &str, to: &str) -> bool {
         self.flow_passes(from, to, Traffic::Icmp)
+    }
+
+    /// For a flow that must pass: probes until it does or [`PASS_WITHIN`]
+    /// runs out. One probe waits 1–1.5 s, and the first packet to a peer
+    /// may wait on a handshake a loaded machine loses and WireGuard retries
+    /// only after 5 s. A flow that must be refused is probed once
+    /// ([`Mesh::tcp`] and friends): a refusal is never transient.
+    pub fn passes(&self, from: &str, to: &str, traffic: Traffic) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.flow_passes(from, to, traffic) {
+                return true;
+            }
+            if started.elapsed() > PASS_WITHIN {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn flow_passes(&self, from: &str, to: &str, traffic: Traffic) -> bool {

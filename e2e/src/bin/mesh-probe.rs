@@ -164,8 +164,10 @@ fn udp_once(to: SocketAddr, timeout: Duration) -> std::io::Result<()> {
 }
 
 fn hold(to: SocketAddr, seconds: Duration) -> std::io::Result<()> {
-    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    // Generous timeouts: this proves the connection survives, not how fast
+    // it answers while agents apply and the machine is busy.
+    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     round_trip(&stream, "0")?;
     println!("ready");
     std::io::stdout().flush()?;
