@@ -314,11 +314,15 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         );
     }
 
-    let measured = measure_flows(
+    let mut measured = measure_flows(
         &flows.iter().collect::<Vec<_>>(),
         &flow_command,
         args.parallel,
     )?;
+    matrix::confirm_refusals(&predictions, &mut measured, |again| {
+        let retried: Vec<&(&str, &str, Traffic)> = again.iter().map(|&i| &flows[i]).collect();
+        measure_flows(&retried, &flow_command, args.parallel)
+    })?;
     let cells = matrix::cells(&flows, predictions, measured);
     println!(
         "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
