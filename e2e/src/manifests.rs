@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 /// Every document in `dir`'s `.yaml`, `.yml` and `.json` files, with the
@@ -39,6 +39,29 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Value)>> {
         }
     }
     Ok(out)
+}
+
+/// The MeshNodes among `docs` (from [`read_dir`] on `dir`): the members of
+/// a matrix, each with its file and name. A matrix needs at least two.
+pub fn mesh_nodes<'a>(
+    dir: &Path,
+    docs: &'a [(PathBuf, Value)],
+) -> anyhow::Result<Vec<(&'a Path, &'a str, &'a Value)>> {
+    let mut nodes = Vec::new();
+    for (file, doc) in docs.iter().filter(|(_, d)| d["kind"] == "MeshNode") {
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .with_context(|| format!("{}: a MeshNode without a name", file.display()))?;
+        nodes.push((file.as_path(), name, doc));
+    }
+    if nodes.len() < 2 {
+        bail!(
+            "{} holds {} MeshNodes; a matrix needs at least two",
+            dir.display(),
+            nodes.len()
+        );
+    }
+    Ok(nodes)
 }
 
 /// Documents as one YAML stream (of JSON documents), as `meshguard` reads it.

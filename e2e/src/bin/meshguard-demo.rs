@@ -94,33 +94,25 @@ type Member = (String, Vec<(String, String)>);
 /// The members, and every other manifest.
 fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, Vec<Value>)> {
     let docs = manifests::read_dir(dir)?;
-    let mut members = Vec::new();
-    for (file, doc) in docs.iter().filter(|(_, d)| d["kind"] == "MeshNode") {
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .with_context(|| format!("{}: a MeshNode without a name", file.display()))?;
-        let labels = doc["metadata"]["labels"]
-            .as_object()
-            .map(|l| {
-                l.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        members.push((name.to_owned(), labels));
-    }
+    let members = manifests::mesh_nodes(dir, &docs)?
+        .into_iter()
+        .map(|(_, name, doc)| {
+            let labels = doc["metadata"]["labels"]
+                .as_object()
+                .map(|l| {
+                    l.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (name.to_owned(), labels)
+        })
+        .collect();
     let others: Vec<Value> = docs
         .into_iter()
         .map(|(_, d)| d)
         .filter(|d| d["kind"] != "MeshNode")
         .collect();
-    if members.len() < 2 {
-        bail!(
-            "{} holds {} MeshNodes; the demo needs at least two",
-            dir.display(),
-            members.len()
-        );
-    }
     Ok((members, others))
 }
 
