@@ -15,13 +15,24 @@ use serde_json::Value;
 /// `(API group, resource) -> verbs`.
 pub type Grants = BTreeMap<(String, String), BTreeSet<String>>;
 
-/// The objects labelled `app.kubernetes.io/component: <component>`.
-pub fn component(component: &str) -> anyhow::Result<Vec<Value>> {
+/// Every object in `deploy/meshguard.yaml`.
+pub fn documents() -> anyhow::Result<Vec<Value>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/meshguard.yaml");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-        .with_context(|| format!("{}: not YAML", path.display()))?;
-    Ok(docs
+    serde_saphyr::from_multiple(&text).with_context(|| format!("{}: not YAML", path.display()))
+}
+
+/// The containers (init containers included) of a workload's pod template.
+pub fn containers(workload: &Value) -> impl Iterator<Item = &Value> {
+    let spec = &workload["spec"]["template"]["spec"];
+    ["containers", "initContainers"]
+        .into_iter()
+        .flat_map(move |f| spec[f].as_array().into_iter().flatten())
+}
+
+/// The objects labelled `app.kubernetes.io/component: <component>`.
+pub fn component(component: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(documents()?
         .into_iter()
         .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == component)
         .collect())
@@ -82,10 +93,7 @@ pub fn env_names(docs: &[Value], kind: &str, container: &str) -> anyhow::Result<
         .iter()
         .find(|d| d["kind"] == kind)
         .with_context(|| format!("no {kind}"))?;
-    let spec = &workload["spec"]["template"]["spec"];
-    let found = ["containers", "initContainers"]
-        .iter()
-        .flat_map(|f| spec[f].as_array().into_iter().flatten())
+    let found = containers(workload)
         .find(|c| c["name"] == container)
         .with_context(|| format!("no container {container} in the {kind}"))?;
     Ok(found["env"]

@@ -1,5 +1,6 @@
-//! Manifests read from a folder the way `meshguard -f DIR` reads it (files
-//! directly in it, in name order, multi-document, `kind: List` flattened),
+//! Manifests read from a folder the way `meshguard -f DIR` reads it (its
+//! files and subfolders in name order, multi-document, `kind: List`
+//! flattened),
 //! for the harnesses that need to know what is in them before handing the
 //! folder to the CLI: the demo (members, ports) and the cluster check.
 
@@ -8,18 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-/// Every document in `dir`'s `.yaml`, `.yml` and `.json` files, with the
-/// file it came from; empty documents left out.
+/// Every document in the `.yaml`, `.yml` and `.json` files in and under
+/// `dir`, with the file it came from; empty documents left out.
 pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Value)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        })
-        .collect();
-    files.sort();
+    let mut files = Vec::new();
+    manifest_files(dir, &mut files)?;
     let mut out = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file)
@@ -39,6 +33,27 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Value)>> {
         }
     }
     Ok(out)
+}
+
+/// The manifest files in and under `dir`, in the CLI's order: entries by
+/// name, a subfolder's files where the subfolder sorts.
+fn manifest_files(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            manifest_files(&entry, files)?;
+        } else if entry
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            files.push(entry);
+        }
+    }
+    Ok(())
 }
 
 /// The MeshNodes among `docs` (from [`read_dir`] on `dir`): the members of

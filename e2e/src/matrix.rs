@@ -89,7 +89,8 @@ pub fn predict(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("running {}", meshguard.display()))?;
-    // Written from a thread: the answers fill stdout while the flows go in.
+    // Written from a thread, so that nothing depends on how much `check`
+    // reads before it answers (today it reads every flow first).
     let mut stdin = child.stdin.take().context("meshguard check's stdin")?;
     let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
     let output = child.wait_with_output()?;
@@ -287,14 +288,13 @@ pub fn measure(
 ) -> anyhow::Result<Vec<Cell>> {
     let predictions = predict(mesh.meshguard_bin(), &mesh.dir.join("in"), flows)?;
     // The first packet to a peer starts a WireGuard handshake; let every
-    // predicted-allowed TCP flow pass once before measuring.
-    let warm: Vec<(&str, &str, u16)> = flows
+    // predicted-allowed flow pass once before measuring (a pair allowed
+    // only ICMP or UDP has a peer too).
+    let warm: Vec<(&str, &str, Traffic)> = flows
         .iter()
         .zip(&predictions)
-        .filter_map(|((from, to, t), (allowed, _))| match t {
-            Traffic::Tcp(port) if *allowed => Some((*from, *to, *port)),
-            _ => None,
-        })
+        .filter(|(_, (allowed, _))| *allowed)
+        .map(|(flow, _)| *flow)
         .collect();
     if mesh.warm_up(&warm, Duration::from_secs(30)).is_err() {
         eprintln!("  (some predicted-allowed flows did not pass while warming up: see the matrix)");

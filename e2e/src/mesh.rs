@@ -20,8 +20,9 @@ use crate::{
 /// after WireGuard's 5 s rekey timeout) and a probe's own timeout.
 pub const PASS_WITHIN: Duration = Duration::from_secs(8);
 
-/// Where the workspace's binaries are: next to the running test's directory.
-fn binary(name: &str) -> anyhow::Result<PathBuf> {
+/// Where the workspace's binaries are: next to the running program, or a
+/// test's, up to three folders up.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(3) {
         let candidate = dir.join(name);
@@ -524,16 +525,23 @@ impl Mesh {
         }
     }
 
-    /// Sends the given allowed TCP flows until each has passed once and
-    /// every peer of every running agent has completed a WireGuard
-    /// handshake. The first packet to a peer starts the handshake, and a
-    /// handshake lost on a busy machine is retried only after WireGuard's
-    /// 5 s rekey timeout: longer than one probe waits.
-    pub fn warm_up(&self, flows: &[(&str, &str, u16)], timeout: Duration) -> anyhow::Result<()> {
+    /// Sends the given allowed flows until each has passed once and every
+    /// peer of every running agent has completed a WireGuard handshake.
+    /// The first packet to a peer starts the handshake, and a handshake
+    /// lost on a busy machine is retried only after WireGuard's 5 s rekey
+    /// timeout: longer than one probe waits. A peer no flow here reaches
+    /// waits for the agents' keepalive (25 s), so give one flow per peer.
+    pub fn warm_up(
+        &self,
+        flows: &[(&str, &str, Traffic)],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut cold: Vec<&(&str, &str, u16)> = flows.iter().collect();
+        let mut cold: Vec<(&str, &str, Traffic)> = flows.to_vec();
         loop {
-            cold.retain(|(from, to, port)| !self.tcp(from, to, *port));
+            // At once: a cold flow costs its whole probe timeout.
+            let mut passed = self.probe_all(&cold, 16)?.into_iter();
+            cold.retain(|_| !passed.next().unwrap_or(false));
             let pending: Vec<String> = self
                 .nodes
                 .iter()

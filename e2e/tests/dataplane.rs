@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use meshguard_e2e::mesh::{
-    Mesh,
+    Mesh, Traffic,
     Traffic::{Icmp, Tcp, Udp},
 };
 
@@ -35,7 +35,8 @@ spec:
 ";
 
 /// One allowed flow per pair of peers: they start every handshake.
-const WARM: &[(&str, &str, u16)] = &[("web-1", "app-1", 8080), ("app-1", "db-1", 5432)];
+const WARM: &[(&str, &str, Traffic)] =
+    &[("web-1", "app-1", Tcp(8080)), ("app-1", "db-1", Tcp(5432))];
 
 const APPLY: Duration = Duration::from_secs(20);
 
@@ -425,12 +426,12 @@ fn agent_wide_audit_counts_and_drops_nothing() {
     }
     mesh.warm_up(
         &[
-            ("web-1", "app-1", 8080),
-            ("app-1", "db-1", 5432),
-            ("ops-1", "web-1", 8080),
-            ("ops-1", "app-1", 8080),
-            ("ops-1", "db-1", 5432),
-            ("web-1", "db-1", 5432),
+            ("web-1", "app-1", Tcp(8080)),
+            ("app-1", "db-1", Tcp(5432)),
+            ("ops-1", "web-1", Tcp(8080)),
+            ("ops-1", "app-1", Tcp(8080)),
+            ("ops-1", "db-1", Tcp(5432)),
+            ("web-1", "db-1", Tcp(5432)),
         ],
         APPLY,
     )

@@ -6,6 +6,7 @@
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
 
+use meshguard_e2e::deploy;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -52,17 +53,12 @@ fn the_workflow_runs_the_cluster_script() {
 #[test]
 fn the_image_holds_every_program_the_chart_and_the_run_start() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
-    let chart = std::fs::read_to_string(repo().join("deploy/meshguard.yaml")).unwrap();
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&chart).unwrap();
-    let mut programs = Vec::new();
-    for doc in &docs {
-        let spec = &doc["spec"]["template"]["spec"];
-        for field in ["containers", "initContainers"] {
-            for container in spec[field].as_array().into_iter().flatten() {
-                programs.push(container["command"][0].as_str().unwrap().to_owned());
-            }
-        }
-    }
+    let docs = deploy::documents().unwrap();
+    let mut programs: Vec<String> = docs
+        .iter()
+        .flat_map(deploy::containers)
+        .map(|c| c["command"][0].as_str().unwrap().to_owned())
+        .collect();
     programs.sort();
     assert_eq!(
         programs,

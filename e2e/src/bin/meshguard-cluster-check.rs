@@ -255,13 +255,10 @@ fn measure_flows(
         .collect()
 }
 
+/// `--meshguard`, else the one built alongside, else `meshguard` on PATH.
 fn meshguard_cli(args: &Args) -> PathBuf {
     args.meshguard.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("meshguard")))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| "meshguard".into())
+        meshguard_e2e::mesh::binary("meshguard").unwrap_or_else(|_| "meshguard".into())
     })
 }
 
@@ -283,11 +280,12 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         )
     };
 
-    // Every predicted-allowed TCP flow passes once before measuring.
+    // Every predicted-allowed flow passes once before measuring: the first
+    // packet between two nodes waits on their WireGuard handshake.
     let mut cold: Vec<&(&str, &str, Traffic)> = flows
         .iter()
         .zip(&predictions)
-        .filter(|((_, _, t), (allowed, _))| *allowed && matches!(t, Traffic::Tcp(_)))
+        .filter(|(_, (allowed, _))| *allowed)
         .map(|(flow, _)| flow)
         .collect();
     let started = Instant::now();
