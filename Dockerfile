@@ -28,10 +28,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:${DEBIAN}-slim AS runtime
 # iptables (nft backend on bookworm, as kube-proxy uses on current kind and
-# most distributions), ipset, ip and wg: what the agent drives.
+# most distributions), ipset, ip, wg and conntrack (cutting connections a new
+# revision denies): what the agent drives.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        iptables ipset iproute2 wireguard-tools ca-certificates \
+        iptables ipset iproute2 wireguard-tools conntrack ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/meshguard-operator /out/meshguard /out/meshguard-agent /usr/local/bin/
 COPY --from=boringtun /boringtun/bin/boringtun-cli /usr/local/bin/

@@ -15,7 +15,7 @@ if [ "${1:-}" = --python-only ]; then python_only=true; fi
 # wireguard-tools would otherwise pull in a kernel image and systemd.
 apt_packages=(
   clang llvm libbpf-dev bpftool
-  iptables ipset iproute2 wireguard-tools
+  iptables ipset iproute2 wireguard-tools conntrack
   iputils-ping netcat-openbsd wrk iperf3
   python3-venv
 )

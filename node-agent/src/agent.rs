@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  state file ─(inotify)─▶ updates ─┐
-//!  resync timer ────────────────────┼─▶ loop ─▶ Reconciler (blocking work) ─▶ status, metrics
-//!  SIGTERM / Ctrl-C ────────────────┘        stop: enforcement stays in place
+//!  resync timer ────────────────────┼─▶ loop ─▶ endpoints (DNS, async, timeout)
+//!  SIGTERM / Ctrl-C ────────────────┘            ─▶ Reconciler (blocking work) ─▶ status, metrics
+//!                                            stop: enforcement stays in place
 //! ```
 
 use std::{
@@ -20,11 +21,12 @@ use tokio::sync::mpsc;
 use crate::{
     backend::iptables::{apply::Iptables, render::Family},
     cli::{Common, RunArgs, WireGuardMode},
+    endpoints::{self, Endpoints},
     http::{self, Shared},
     keys::KeyPair,
     metrics::{KindLabel, Metrics, ResultLabel},
     netdev::Netdev,
-    reconcile::{Reconciler, Settings},
+    reconcile::{ApplyError, Reconciler, Settings},
     state::{self, Update, kube::StatusWriter},
     status::{self, Sink, set_condition},
     wireguard::{Device, kernel, uapi::Uapi},
@@ -111,6 +113,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut status_written = true;
+    // Endpoint names of the state last applied, and what they resolved to.
+    let audit_peers = args.enforcement == crate::backend::Enforcement::Audit;
+    let mut names: Vec<String> = Vec::new();
+    let mut resolved = Endpoints::default();
     let mut resync = tokio::time::interval(args.resync_interval);
     resync.tick().await;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -137,10 +143,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     let started = Instant::now();
                     let worker = reconciler.clone();
                     let revision = spec.revision.clone();
-                    let result = tokio::task::spawn_blocking(move || worker.lock().map_err(|_| anyhow::anyhow!("reconciler poisoned"))?.apply(&spec).map_err(anyhow::Error::from)).await?;
+                    let wanted = endpoints::names(&spec, audit_peers);
+                    let now = endpoints::resolve(wanted.clone(), &resolved, endpoints::TIMEOUT).await;
+                    let given = now.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        let mut reconciler = worker.lock().map_err(|_| anyhow::anyhow!("reconciler poisoned"))?;
+                        anyhow::Ok(reconciler.apply(&spec, &given))
+                    }).await??;
                     metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
                     match result {
                         Ok(report) => {
+                            (names, resolved) = (wanted, now);
                             metrics.applies.get_or_create(&ResultLabel { result: "ok" }).inc();
                             metrics.peers.set(report.peers as i64);
                             metrics.rules.set(report.rules as i64);
@@ -156,7 +169,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                             status.last_applied = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
                             let message = format!("revision {revision}: {} peers, {} rules", report.peers, report.rules);
                             set_condition(&mut status.conditions, "Applied", true, "Applied", &message);
-                            if report.audit_without_peers {
+                            let cut = match &report.connections_cut {
+                                Ok(groups) => {
+                                    metrics.connections_cut.inc_by(*groups as u64);
+                                    None
+                                }
+                                Err(e) => Some(format!("established connections the new rules deny could not be cut (they pass until they close): {e}")),
+                            };
+                            if let Some(message) = &cut {
+                                tracing::error!(%message);
+                                set_condition(&mut status.conditions, "Degraded", true, "ConnectionsNotCut", message);
+                            } else if report.audit_without_peers {
                                 let message = "agent-wide audit, but the NodePolicy has no auditPeers (compile with --audit-peers): flows to members that are not peers are not observed";
                                 tracing::warn!(message);
                                 set_condition(&mut status.conditions, "Degraded", true, "AuditWithoutPeers", message);
@@ -171,8 +194,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         }
                         Err(e) => {
                             metrics.applies.get_or_create(&ResultLabel { result: "error" }).inc();
+                            let reason = match &e {
+                                ApplyError::Invalid(_) => "InvalidSpec",
+                                _ => "ApplyFailed",
+                            };
                             tracing::error!(%revision, error = %e, "apply failed; the previous state stays enforced");
-                            set_condition(&mut status.conditions, "Applied", false, "ApplyFailed", &format!("revision {revision}: {e}; the previous state stays enforced"));
+                            set_condition(&mut status.conditions, "Applied", false, reason, &format!("revision {revision}: {e}; the previous state stays enforced"));
                         }
                     }
                     status_written = write_status(&sink, &status).await;
@@ -188,8 +215,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if !status_written {
                     status_written = write_status(&sink, &status).await;
                 }
+                resolved = endpoints::resolve(names.clone(), &resolved, endpoints::TIMEOUT).await;
                 let worker = reconciler.clone();
-                let result = tokio::task::spawn_blocking(move || worker.lock().map_err(|_| anyhow::anyhow!("reconciler poisoned"))?.resync().map_err(anyhow::Error::from)).await?;
+                let given = resolved.clone();
+                let result = tokio::task::spawn_blocking(move || worker.lock().map_err(|_| anyhow::anyhow!("reconciler poisoned"))?.resync(&given).map_err(anyhow::Error::from)).await?;
                 match result {
                     Ok(repaired) => {
                         for kind in repaired {

@@ -1,10 +1,13 @@
 //! The meshguard node agent (DaemonSet, one per node).
 //!
 //! ```text
-//!  state source (NodePolicy watch | --state-file) ──▶ reconcile
+//!  state source (NodePolicy watch | --state-file)
+//!      ──▶ endpoints: peer names resolved (async, timeout)
+//!      ──▶ reconcile: desired (the spec parsed, refused whole if unusable)
 //!      ├─ wireguard: exactly the allowed peers (kernel netlink | UAPI)
 //!      ├─ netdev: address, MTU, routes, fail-closed blackholes
-//!      └─ backend: iptables+ipset (eBPF to come)
+//!      ├─ backend: iptables+ipset (eBPF to come)
+//!      └─ conntrack: established connections the new rules deny, cut
 //!  status · metrics · health · drift repair
 //! ```
 
@@ -14,6 +17,9 @@ pub mod agent;
 pub mod backend;
 pub mod cli;
 pub mod command;
+pub mod conntrack;
+pub mod desired;
+pub mod endpoints;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub applies: Family<ResultLabel, Counter>,
     pub drift_repairs: Family<KindLabel, Counter>,
     pub rejected_states: Counter,
+    pub connections_cut: Counter,
     pub peers: Gauge,
     pub rules: Gauge,
 }
@@ -52,6 +53,7 @@ impl Metrics {
             applies: Family::default(),
             drift_repairs: Family::default(),
             rejected_states: Counter::default(),
+            connections_cut: Counter::default(),
             peers: Gauge::default(),
             rules: Gauge::default(),
         };
@@ -75,6 +77,11 @@ impl Metrics {
             "rejected_states",
             "Desired states refused (corrupt, invalid, for another node)",
             metrics.rejected_states.clone(),
+        );
+        prefix.register(
+            "connections_cut",
+            "Groups of established connections (source, destination, protocol, port) cut because a new revision denies them",
+            metrics.connections_cut.clone(),
         );
         prefix.register(
             "peers",

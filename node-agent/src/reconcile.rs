@@ -1,23 +1,28 @@
 //! Making the node match its NodePolicy, and keeping it so.
 //!
 //! An apply goes in an order that never opens more than either state allows:
-//! everything that can fail without touching the node first (keys, endpoints,
-//! rendering), then the interface, the rules and sets, the routes, and last
-//! the peers (a new peer appears after the rules that govern it; a removed
-//! peer's rules are gone before it is). If a step fails, the previous state is
-//! applied again and the error reported: what was enforced stays enforced.
+//! everything that can fail without touching the node first (parsing the
+//! spec into [`Desired`], which refuses it whole if any part is unusable;
+//! rendering), then the interface, the rules and sets, the connections the
+//! new rules deny ([`conntrack`]), the routes, and last the peers (a new peer
+//! appears after the rules that govern it; a removed peer's rules are gone
+//! before it is). If a step fails, the previous state is applied again and
+//! the error reported: what was enforced stays enforced.
+//!
+//! Endpoint names arrive resolved ([`Endpoints`], from the async side): no
+//! step here waits on DNS.
 //!
 //! A resync compares the kernel and the WireGuard device with what was
 //! applied and repairs what drifted: a flushed chain, a deleted set, a removed
-//! or extra peer, a missing route.
+//! or extra peer, a missing route; an endpoint name that now resolves
+//! elsewhere is updated too.
 
 use std::{
     collections::{BTreeSet, HashSet},
-    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use ipnet::IpNet;
 use meshguard_crds::NodePolicySpec;
 
@@ -30,6 +35,9 @@ use crate::{
         },
     },
     command::CommandError,
+    conntrack,
+    desired::{self, Desired, Invalid},
+    endpoints::Endpoints,
     keys::KeyPair,
     netdev::{Netdev, Route},
     wireguard::{Device, PeerConfig, WireGuardError, diff, handshake},
@@ -46,10 +54,9 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("spec.peers: {0}")]
-    Peer(String),
-    #[error("spec.interface: {0}")]
-    Interface(String),
+    /// The NodePolicy cannot be enforced as written; nothing of it was applied.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
     #[error(transparent)]
     WireGuard(#[from] WireGuardError),
     #[error(transparent)]
@@ -57,7 +64,7 @@ pub enum ApplyError {
 }
 
 /// What an apply did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Report {
     pub peers: usize,
     pub peers_added: usize,
@@ -67,6 +74,9 @@ pub struct Report {
     pub routes_changed: usize,
     /// Peers whose endpoint could not be resolved (added without one).
     pub unresolved: Vec<String>,
+    /// Groups of established connections cut because the new rules deny
+    /// them, or why that could not be done.
+    pub connections_cut: Result<usize, String>,
     /// Agent-wide audit mode, but the NodePolicy lists no `auditPeers`:
     /// flows to members that are not peers cannot be observed.
     pub audit_without_peers: bool,
@@ -107,7 +117,7 @@ pub struct Reconciler {
     asked: Vec<PeerConfig>,
     /// The rest of what the last successful enforce left.
     enforced: Option<Enforced>,
-    current: Option<NodePolicySpec>,
+    current: Option<Desired>,
 }
 
 struct Enforced {
@@ -146,58 +156,31 @@ impl Reconciler {
         }
     }
 
-    pub fn current(&self) -> Option<&NodePolicySpec> {
+    /// The state last applied.
+    pub fn current(&self) -> Option<&Desired> {
         self.current.as_ref()
     }
 
-    fn plan(&self, spec: &NodePolicySpec) -> Result<Plan, ApplyError> {
-        let mesh_ip: IpAddr = spec.interface.mesh_ip.parse().map_err(|_| {
-            ApplyError::Interface(format!(
-                "meshIP {:?} is not an address",
-                spec.interface.mesh_ip
-            ))
-        })?;
-        let listen_port = u16::try_from(spec.interface.listen_port).map_err(|_| {
-            ApplyError::Interface(format!(
-                "listenPort {} is not a port",
-                spec.interface.listen_port
-            ))
-        })?;
+    fn plan(&self, desired: &Desired, endpoints: &Endpoints) -> Plan {
         let mut peers = Vec::new();
         let mut unresolved = Vec::new();
         let mut routed: Vec<IpNet> = self.settings.mesh_cidrs.clone();
         // Agent-wide audit installs every member, so denied flows can be counted.
         let audit = self.settings.enforcement == Enforcement::Audit;
-        let listed = spec
+        let listed = desired
             .peers
             .iter()
-            .chain(spec.audit_peers.iter().filter(|_| audit));
-        for (i, peer) in listed.enumerate() {
-            let public_key: [u8; 32] = STANDARD
-                .decode(&peer.public_key)
-                .ok()
-                .and_then(|k| k.try_into().ok())
-                .ok_or_else(|| {
-                    ApplyError::Peer(format!(
-                        "[{i}] ({}): publicKey is not a WireGuard key",
-                        peer.name
-                    ))
-                })?;
-            let allowed_ips = peer
-                .allowed_ips
-                .iter()
-                .map(|a| a.parse::<IpNet>().map(|n| n.trunc()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ApplyError::Peer(format!("[{i}] ({}): allowedIPs: {e}", peer.name)))?;
+            .chain(desired.audit_peers.iter().filter(|_| audit));
+        for peer in listed {
             // Subnets beyond the mesh CIDR need routes (and blackholes) of their own.
             routed.extend(
-                allowed_ips
+                peer.allowed_ips
                     .iter()
                     .filter(|n| !self.settings.mesh_cidrs.iter().any(|m| m.contains(*n))),
             );
             let endpoint = match &peer.endpoint {
                 None => None,
-                Some(text) => match resolve(text) {
+                Some(text) => match endpoints.get(text) {
                     Some(address) => Some(address),
                     None => {
                         unresolved.push(format!("{} ({text})", peer.name));
@@ -206,9 +189,9 @@ impl Reconciler {
                 },
             };
             peers.push(PeerConfig {
-                public_key,
+                public_key: peer.public_key,
                 endpoint,
-                allowed_ips,
+                allowed_ips: peer.allowed_ips.clone(),
                 persistent_keepalive: self.settings.persistent_keepalive,
             });
         }
@@ -217,42 +200,63 @@ impl Reconciler {
             enforcement: self.settings.enforcement,
             nflog_group: self.settings.nflog_group,
             mesh_cidrs: &self.settings.mesh_cidrs,
+            families: self.backend.families(),
         };
-        let rendered = render(spec, &options);
-        Ok(Plan {
-            mesh_ip,
-            listen_port,
+        Plan {
+            mesh_ip: desired.mesh_ip,
+            listen_port: desired.listen_port,
             peers,
-            rendered,
+            rendered: render(desired, &options),
             routes: Netdev::wanted(&routed),
             unresolved,
-        })
+        }
     }
 
-    /// Applies `spec`; on failure the previous state is applied again.
-    pub fn apply(&mut self, spec: &NodePolicySpec) -> Result<Report, ApplyError> {
+    /// Applies `spec`, its endpoint names resolved in `endpoints`; on
+    /// failure the previous state is applied again. A spec that cannot be
+    /// enforced as written is refused before anything is touched.
+    pub fn apply(
+        &mut self,
+        spec: &NodePolicySpec,
+        endpoints: &Endpoints,
+    ) -> Result<Report, ApplyError> {
         let started = Instant::now();
-        let plan = self.plan(spec)?;
+        let desired = desired::parse(spec)?;
+        let plan = self.plan(&desired, endpoints);
         let planned = started.elapsed();
         match self.enforce(&plan) {
-            Ok(report) => {
-                let mut report = report;
+            Ok(mut report) => {
                 report.steps.insert(0, ("plan", planned));
                 report.audit_without_peers =
                     self.settings.enforcement == Enforcement::Audit && spec.audit_peers.is_empty();
-                self.current = Some(spec.clone());
+                report.connections_cut = self.cut(&desired, &report.changes);
+                self.current = Some(desired);
                 Ok(report)
             }
             Err(error) => {
-                if let Some(previous) = self.current.clone()
-                    && let Ok(before) = self.plan(&previous)
-                    && let Err(again) = self.enforce(&before)
-                {
-                    tracing::error!(%again, "putting the previous state back failed too");
+                if let Some(previous) = self.current.clone() {
+                    let before = self.plan(&previous, endpoints);
+                    if let Err(again) = self.enforce(&before) {
+                        tracing::error!(%again, "putting the previous state back failed too");
+                    }
                 }
                 Err(error)
             }
         }
+    }
+
+    /// Deletes the conntrack entries of connections `desired` no longer
+    /// allows, when the rules may have tightened (the first apply, or any
+    /// rule or set change). Agent-wide audit cuts nothing: it drops nothing.
+    fn cut(&self, desired: &Desired, changes: &Changes) -> Result<usize, String> {
+        let changed = self.current.is_none()
+            || changes.sets_written > 0
+            || changes.rules_edited > 0
+            || !changes.rewritten.is_empty();
+        if self.settings.enforcement == Enforcement::Audit || !changed {
+            return Ok(0);
+        }
+        conntrack::cut(desired, &self.settings.mesh_cidrs).map_err(|e| e.to_string())
     }
 
     fn enforce(&mut self, plan: &Plan) -> Result<Report, ApplyError> {
@@ -321,6 +325,7 @@ impl Reconciler {
             changes,
             routes_changed,
             unresolved: plan.unresolved.clone(),
+            connections_cut: Ok(0),
             audit_without_peers: false,
             steps: steps.taken,
         })
@@ -329,11 +334,11 @@ impl Reconciler {
     /// Finds what drifted from the applied state and puts it back; returns
     /// the kinds repaired. Each part is checked on its own, so a dead
     /// WireGuard daemon does not keep the rules or the blackholes from repair.
-    pub fn resync(&mut self) -> Result<Vec<&'static str>, ApplyError> {
-        let Some(spec) = self.current.clone() else {
+    pub fn resync(&mut self, endpoints: &Endpoints) -> Result<Vec<&'static str>, ApplyError> {
+        let Some(desired) = self.current.clone() else {
             return Ok(Vec::new());
         };
-        let plan = self.plan(&spec)?;
+        let plan = self.plan(&desired, endpoints);
         let mut repaired = Vec::new();
         let mut first_error: Option<ApplyError> = None;
         let mut keep = |result: Result<(), ApplyError>| {
@@ -390,17 +395,27 @@ impl Reconciler {
                     .configure(&self.keys.private_bytes(), plan.listen_port)?;
                 repaired.push("interface");
             }
-            let peers = diff::plan(&device_state.peers, &self.asked, &self.asked);
+            // Against the plan, not only what was asked: an endpoint name
+            // may resolve elsewhere now.
+            let peers = diff::plan(&device_state.peers, &self.asked, &plan.peers);
             if !peers.is_empty() {
-                tracing::warn!(
-                    removed = peers.remove.len(),
-                    added = peers.add.len(),
-                    "WireGuard peers drifted; repairing"
-                );
+                if peers.drift > 0 {
+                    tracing::warn!(
+                        removed = peers.remove.len(),
+                        added = peers.add.len(),
+                        "WireGuard peers drifted; repairing"
+                    );
+                    repaired.push("peers");
+                } else {
+                    tracing::info!(
+                        updated = peers.add.len(),
+                        "peer endpoints resolve to new addresses; updating"
+                    );
+                }
                 self.device.remove_peers(&peers.remove)?;
                 self.device.add_peers(&peers.add)?;
                 handshake::start(&hosts(&peers.add.iter().collect::<Vec<_>>()));
-                repaired.push("peers");
+                self.asked = plan.peers.clone();
             }
             Ok(())
         })());
@@ -432,14 +447,6 @@ impl Reconciler {
         self.asked.clear();
         Ok(())
     }
-}
-
-/// `host:port` or `[v6]:port` to an address; names go through the resolver.
-fn resolve(endpoint: &str) -> Option<SocketAddr> {
-    endpoint
-        .parse()
-        .ok()
-        .or_else(|| endpoint.to_socket_addrs().ok()?.next())
 }
 
 /// Each peer's own address: the first host route among its allowed IPs.

@@ -89,6 +89,7 @@ pub struct Iptables {
 
 impl Iptables {
     /// `families`: the address families to enforce (IPv6 only where the kernel has it).
+    /// Every rendering applied must hold a ruleset for each.
     pub fn new(interface: &str, families: Vec<Family>) -> Iptables {
         Iptables {
             interface: interface.to_owned(),
@@ -103,8 +104,28 @@ impl Iptables {
         self.applied.as_ref()
     }
 
+    pub fn families(&self) -> &[Family] {
+        &self.families
+    }
+
+    /// A family's ruleset; a rendering without one is refused, never
+    /// applied as an empty (open) chain.
+    fn ruleset<'a>(
+        &self,
+        rendered: &'a Rendered,
+        family: Family,
+    ) -> Result<&'a super::render::Ruleset, CommandError> {
+        rendered.ruleset(family).ok_or_else(|| CommandError {
+            command: restore_tool(family).to_owned(),
+            message: format!("no {family:?} ruleset was rendered; nothing applied"),
+        })
+    }
+
     pub fn apply(&mut self, rendered: &Rendered) -> Result<Changes, CommandError> {
         let mut changes = Changes::default();
+        for &family in &self.families {
+            self.ruleset(rendered, family)?;
+        }
         let old_sets: BTreeMap<&str, &IpSet> = self
             .applied
             .iter()
@@ -126,8 +147,8 @@ impl Iptables {
         }
 
         for &family in &self.families {
-            let new = rendered.ruleset(family);
-            let script = match self.applied.as_ref().map(|a| a.ruleset(family)) {
+            let new = self.ruleset(rendered, family)?;
+            let script = match self.applied.as_ref().and_then(|a| a.ruleset(family)) {
                 Some(old) if old == new => continue,
                 Some(old) => edit_script(&old.chains, &new.chains),
                 None => None,
@@ -170,7 +191,8 @@ impl Iptables {
     /// an `iptables -C` per jump costs about 10 ms each with nft.)
     fn rewrite(&self, rendered: &Rendered, family: Family) -> Result<(), CommandError> {
         let saved = command::run(save_tool(family), &["-t", "filter"], None)?;
-        let text = rendered.restore_text(family);
+        self.ruleset(rendered, family)?;
+        let text = rendered.restore_text(family).unwrap_or_default();
         let hooks: String = missing_hooks(&saved, &self.interface)
             .iter()
             .map(|line| format!("{line}\n"))
@@ -194,8 +216,7 @@ impl Iptables {
             let ours = applied.ruleset(family);
             let same = CHAINS.iter().all(|chain| {
                 let want: Vec<String> = ours
-                    .chains
-                    .get(chain)
+                    .and_then(|o| o.chains.get(chain))
                     .into_iter()
                     .flatten()
                     .map(|r| fingerprint(r))
@@ -256,14 +277,19 @@ impl Iptables {
         result
     }
 
-    /// Packet and byte counts per rule id, monotonic across rewrites: when a
-    /// rewrite resets a kernel counter, what it had counted (as last read) is
-    /// carried over. Increments between the last read and a rewrite are lost.
+    /// Packet and byte counts per rule id (the full id, whatever short form
+    /// the kernel holds), monotonic across rewrites: when a rewrite resets a
+    /// kernel counter, what it had counted (as last read) is carried over.
+    /// Increments between the last read and a rewrite are lost.
     pub fn counters(&mut self) -> Result<Vec<RuleCounter>, CommandError> {
         let mut now: BTreeMap<(&'static str, String), (u64, u64)> = BTreeMap::new();
         for &family in &self.families {
             let saved = command::run(save_tool(family), &["-c", "-t", "filter"], None)?;
-            for (chain, id, packets, bytes) in counted_rules(&saved) {
+            for (chain, comment, packets, bytes) in counted_rules(&saved) {
+                let id = match &self.applied {
+                    Some(applied) => applied.id_of(&comment).to_owned(),
+                    None => comment,
+                };
                 let entry = now.entry((chain, id)).or_default();
                 entry.0 += packets;
                 entry.1 += bytes;
