@@ -353,3 +353,27 @@ fn audit_peers_are_listed_only_when_the_operator_is_asked() {
     assert_eq!(audit_of(true), ["web-2"], "the member web-1 may not reach");
     assert!(audit_of(false).is_empty());
 }
+
+/// No agent serves PolicyChains yet (the ext_proc server is issue [l7]), so
+/// a chain every targeted agent has in its applied NodePolicy is still not
+/// Ready: the status says so instead of claiming "served".
+#[test]
+fn a_compiled_chain_is_not_ready_while_no_agent_serves_chains() {
+    let mut index = three_tier();
+    index.apply(Update::Chain(Box::new(api_key_chain())));
+    index.apply(Update::Secret(clients_secret()));
+    let mut reconciler = reconciler();
+    let plan = reconciler.plan(&index, &now());
+    written_back(&mut index, &plan, true);
+    agents_apply(&mut index);
+    let plan = reconciler.plan(&index, &now());
+    written_back(&mut index, &plan, true);
+    let status = index.chains[&("shop".to_owned(), "orders".to_owned())]
+        .status
+        .clone()
+        .unwrap();
+    assert_eq!(condition(&status.conditions, "Accepted").0, "True");
+    let (state, reason, message) = condition(&status.conditions, "Ready");
+    assert_eq!((state, reason), ("False", "NotServed"), "{message}");
+    assert!(message.contains("2 NodePolicies"), "{message}");
+}

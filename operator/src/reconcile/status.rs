@@ -242,24 +242,20 @@ impl View<'_> {
                     }
                 }
             }
-            let nodes = self.compiled.chain_members(&format!("{namespace}/{name}"));
-            let (all, done) = self.enforcing(nodes);
+            // No agent serves chains yet (the ext_proc server is issue
+            // [l7]): being in a node's applied NodePolicy is not being
+            // served, so Ready stays False until agents report serving.
+            let all = self
+                .compiled
+                .chain_members(&format!("{namespace}/{name}"))
+                .len();
             if all == 0 {
                 c.set("Ready", false, "NoNodes", "no node serves the chain");
-            } else if done == all {
-                c.set(
-                    "Ready",
-                    true,
-                    "Ready",
-                    &format!("served on all {all} nodes"),
-                );
             } else {
-                c.set(
-                    "Ready",
-                    false,
-                    "Pending",
-                    &format!("{done} of {all} nodes serve it"),
+                let message = format!(
+                    "compiled into {all} NodePolicies, but no agent serves PolicyChains yet (this meshguard version enforces no L7 chain)"
                 );
+                c.set("Ready", false, "NotServed", &message);
             }
             let desired = PolicyChainStatus {
                 observed_generation: chain.metadata.generation,
