@@ -165,10 +165,10 @@ impl Index {
 
     /// A member's labels: the MeshNode's over the Kubernetes Node's.
     pub fn labels_of(&self, node: &MeshNode) -> BTreeMap<String, String> {
-        let name = name(&node.metadata);
-        let mut labels = self.node_labels.get(&name).cloned().unwrap_or_default();
-        labels.extend(node.metadata.labels.clone().unwrap_or_default());
-        labels
+        crate::members::labels(
+            self.node_labels.get(&name(&node.metadata)),
+            node.metadata.labels.as_ref(),
+        )
     }
 }
 

@@ -16,6 +16,18 @@ pub struct Member {
     pub allowed_ips: Vec<Prefix>,
 }
 
+/// The labels selectors see for a member: its MeshNode's labels over those
+/// of the Kubernetes Node of the same name. One rule for the operator (Node
+/// watch) and the CLI (`kind: Node` documents), so both give one answer.
+pub fn labels(
+    node_labels: Option<&BTreeMap<String, String>>,
+    mesh_node_labels: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut labels = node_labels.cloned().unwrap_or_default();
+    labels.extend(mesh_node_labels.cloned().unwrap_or_default());
+    labels
+}
+
 impl Member {
     /// The prefixes peers route to this member: its mesh IP, then its allowed IPs.
     pub fn routed(&self) -> Vec<Prefix> {

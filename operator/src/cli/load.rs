@@ -1,8 +1,10 @@
 //! Reading the manifests users apply: files or directories (recursive
 //! `*.yaml`, `*.yml`, `*.json`), multi-document, `kind: List` included.
 //! meshguard objects are checked exactly as the API server would (plus our
-//! own checks); Secrets are reduced to digests on the spot; other kinds are
-//! ignored, so a GitOps repository can be pointed at as it is.
+//! own checks); Secrets are reduced to digests on the spot; Kubernetes
+//! `Node`s (as `kubectl get nodes -o yaml` prints them) give their labels,
+//! which selectors see under the MeshNode's, as in the cluster; other kinds
+//! are ignored, so a GitOps repository can be pointed at as it is.
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use meshguard_crds::{API_VERSION, Kind, MeshNode, MeshPolicy, PolicyChain, validation::Validator};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -47,6 +49,8 @@ pub struct Loaded {
     pub nodes: Vec<MeshNode>,
     pub secrets: Vec<SecretDigests>,
     pub config_maps: Vec<ConfigMapData>,
+    /// Kubernetes Node name -> its labels.
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub files: usize,
     origins: BTreeMap<(String, String, String), PathBuf>,
 }
@@ -266,6 +270,18 @@ impl Loaded {
                         name,
                         data: map.data.unwrap_or_default(),
                     }),
+                    Err(e) => fail(errors, None, e),
+                }
+            }
+            ("v1", "Node") => {
+                if !self.claim("Node", "", &name, file, errors, &label) {
+                    return;
+                }
+                match typed::<Node>(&doc) {
+                    Ok(node) => {
+                        self.node_labels
+                            .insert(name, node.metadata.labels.unwrap_or_default());
+                    }
                     Err(e) => fail(errors, None, e),
                 }
             }

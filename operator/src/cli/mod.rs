@@ -282,7 +282,10 @@ fn members(loaded: &Loaded, cidr: Prefix) -> Result<Vec<Member>, Vec<InputError>
         }
         members.push(Member {
             mesh_ip: assigned[&name],
-            labels: n.metadata.labels.clone().unwrap_or_default(),
+            labels: crate::members::labels(
+                loaded.node_labels.get(&name),
+                n.metadata.labels.as_ref(),
+            ),
             public_key: n.spec.public_key.clone(),
             endpoint: n.spec.endpoint.clone(),
             allowed_ips,
