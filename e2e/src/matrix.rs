@@ -128,9 +128,15 @@ pub fn predict(
 /// The program and arguments that send one flow to `ip` from wherever they
 /// run, and succeed when it is answered (`probe` is mesh-probe's path there).
 pub fn probe_invocation(probe: &str, ip: &str, traffic: Traffic) -> Vec<String> {
+    // An IPv6 address goes in brackets before a port.
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
     let words: Vec<String> = match traffic {
-        Traffic::Tcp(port) => vec![probe.into(), "tcp".into(), format!("{ip}:{port}")],
-        Traffic::Udp(port) => vec![probe.into(), "udp".into(), format!("{ip}:{port}")],
+        Traffic::Tcp(port) => vec![probe.into(), "tcp".into(), format!("{host}:{port}")],
+        Traffic::Udp(port) => vec![probe.into(), "udp".into(), format!("{host}:{port}")],
         Traffic::Icmp => ["ping", "-c", "1", "-W", "1", ip]
             .map(str::to_owned)
             .to_vec(),

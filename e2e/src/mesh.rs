@@ -327,6 +327,15 @@ impl Mesh {
         self.compile(yaml, &["--audit-peers"])
     }
 
+    /// [`Mesh::set_policies`] with more `meshguard compile` flags (`--mesh-cidr`).
+    pub fn set_policies_with(
+        &self,
+        yaml: &str,
+        flags: &[&str],
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        self.compile(yaml, flags)
+    }
+
     fn compile(&self, yaml: &str, flags: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
         std::fs::write(self.dir.join("in/policies.yaml"), yaml)?;
         let out = Command::new(&self.meshguard_bin)

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
 fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
     let mut threads = Vec::new();
     for &port in tcp {
-        let listener = TcpListener::bind(("0.0.0.0", port))?;
+        let listener = bind(port, TcpListener::bind)?;
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 std::thread::spawn(move || {
@@ -117,7 +117,7 @@ fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
         }));
     }
     for &port in udp {
-        let socket = UdpSocket::bind(("0.0.0.0", port))?;
+        let socket = bind(port, UdpSocket::bind)?;
         threads.push(std::thread::spawn(move || {
             let mut buffer = [0u8; 1500];
             while let Ok((n, from)) = socket.recv_from(&mut buffer) {
@@ -131,6 +131,12 @@ fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
         let _ = thread.join();
     }
     Ok(())
+}
+
+/// Binds IPv4 and IPv6 at once (`[::]`, dual-stack), or IPv4 alone where
+/// the host has no IPv6.
+fn bind<T>(port: u16, bind: impl Fn(SocketAddr) -> std::io::Result<T>) -> std::io::Result<T> {
+    bind(SocketAddr::from(([0u16; 8], port))).or_else(|_| bind(SocketAddr::from(([0u8; 4], port))))
 }
 
 fn tcp_once(to: SocketAddr, timeout: Duration) -> std::io::Result<()> {
