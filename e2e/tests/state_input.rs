@@ -213,6 +213,32 @@ fn addresses_in_any_valid_form_cause_no_perpetual_drift() {
     assert!(mesh.passes("app-1", "db-1", Tcp(5432)));
 }
 
+/// Puts `file` over `target` in db-1's mount namespace (its agent's view).
+fn bind_over(mesh: &Mesh, file: &std::path::Path, target: &str) {
+    mesh.exec(
+        "db-1",
+        "mount",
+        &["--bind", &file.display().to_string(), target],
+    )
+    .unwrap();
+}
+
+/// Gives db-1 a peer that is no real node, its endpoint `endpoint`, under a
+/// new revision; returns the peer's key.
+fn with_ghost(mesh: &Mesh, revision: &str, endpoint: &str) -> &'static str {
+    let key = "R2hvc3RHaG9zdEdob3N0R2hvc3RHaG9zdEdob3N0R2g=";
+    let mut policy = mesh.policy("db-1").unwrap();
+    policy.spec.revision = revision.into();
+    policy.spec.peers.push(Peer {
+        name: "ghost".into(),
+        public_key: key.into(),
+        endpoint: Some(endpoint.into()),
+        allowed_ips: vec!["100.96.9.9/32".into()],
+    });
+    mesh.write_state("db-1", &policy).unwrap();
+    key
+}
+
 /// A peer whose endpoint is a name: resolved when applied, and again at every
 /// resync, so a changed DNS answer reaches the device without a new revision.
 /// (The peer is not a real node, so no handshake moves its endpoint instead.)
@@ -221,22 +247,8 @@ fn endpoint_names_are_resolved_again_at_every_resync() {
     let mesh = mesh();
     let hosts = mesh.dir.join("db-1.hosts");
     std::fs::write(&hosts, "127.0.0.1 localhost\n10.99.0.200 ghost.mesh.test\n").unwrap();
-    mesh.exec(
-        "db-1",
-        "mount",
-        &["--bind", &hosts.display().to_string(), "/etc/hosts"],
-    )
-    .unwrap();
-    let mut policy = mesh.policy("db-1").unwrap();
-    policy.spec.revision = "with-a-name".into();
-    let key = "R2hvc3RHaG9zdEdob3N0R2hvc3RHaG9zdEdob3N0R2g=";
-    policy.spec.peers.push(Peer {
-        name: "ghost".into(),
-        public_key: key.into(),
-        endpoint: Some("ghost.mesh.test:51820".into()),
-        allowed_ips: vec!["100.96.9.9/32".into()],
-    });
-    mesh.write_state("db-1", &policy).unwrap();
+    bind_over(&mesh, &hosts, "/etc/hosts");
+    let key = with_ghost(&mesh, "with-a-name", "ghost.mesh.test:51820");
     let endpoint = || {
         mesh.exec("db-1", "wg", &["show", "meshguard0", "endpoints"])
             .unwrap()
@@ -281,22 +293,8 @@ fn a_hanging_dns_server_delays_neither_metrics_nor_the_apply_for_long() {
         "nameserver 192.0.2.53\noptions timeout:3 attempts:3\n",
     )
     .unwrap();
-    mesh.exec(
-        "db-1",
-        "mount",
-        &["--bind", &resolv.display().to_string(), "/etc/resolv.conf"],
-    )
-    .unwrap();
-    let mut policy = mesh.policy("db-1").unwrap();
-    policy.spec.revision = "with-a-hanging-name".into();
-    let key = "R2hvc3RHaG9zdEdob3N0R2hvc3RHaG9zdEdob3N0R2g=";
-    policy.spec.peers.push(Peer {
-        name: "ghost".into(),
-        public_key: key.into(),
-        endpoint: Some("ghost.invalid.test:51820".into()),
-        allowed_ips: vec!["100.96.9.9/32".into()],
-    });
-    mesh.write_state("db-1", &policy).unwrap();
+    bind_over(&mesh, &resolv, "/etc/resolv.conf");
+    with_ghost(&mesh, "with-a-hanging-name", "ghost.invalid.test:51820");
     std::thread::sleep(Duration::from_millis(700));
     let metrics = mesh.metrics("db-1");
     assert!(
