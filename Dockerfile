@@ -21,7 +21,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins \
+        -p meshguard-operator -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins \
     && mkdir -p /out \
     && cp target/release/meshguard-operator target/release/meshguard \
           target/release/meshguard-agent target/release/mesh-probe /out/

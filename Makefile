@@ -17,16 +17,17 @@ deps-python: ## Only the Python test tools (.venv/): enough for the chart and ma
 	@scripts/deps.sh --python-only
 
 demo: deps ## The local mesh (root): examples/ enforced in namespaces, a measured matrix, a live quarantine
-	$(CARGO) build -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins
+	$(CARGO) build -q -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins
 	$(CARGO_TARGET)/debug/meshguard-demo --examples examples
 
 test: deps lint ## Format check, clippy, then every test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
-lint: ## cargo fmt --check and clippy with warnings as errors
+lint: ## cargo fmt --check, clippy with warnings as errors, no import cycles between files
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/module_cycles.py
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -40,8 +41,8 @@ manifests: deps-python crds ## Regenerate the CRDs and deploy/meshguard.yaml (th
 	@mv deploy/meshguard.yaml.tmp deploy/meshguard.yaml
 
 bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), then the agent's dataplane (root); docs/benchmarks.md
-	$(CARGO) bench -p meshguard-operator --bench compile
-	$(CARGO) run --release -q -p meshguard-operator --example compile_scale
+	$(CARGO) bench -p meshguard-policy --bench compile
+	$(CARGO) run --release -q -p meshguard-policy --example compile_scale
 	$(CARGO) run --release -q -p meshguard-operator --example operator_scale
-	$(CARGO) build --release -q -p meshguard-operator -p meshguard-agent -p meshguard-e2e --bins
+	$(CARGO) build --release -q -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins
 	$(CARGO_TARGET)/release/dataplane-bench

@@ -112,7 +112,7 @@ wait_policies() {
 }
 
 log "building the meshguard CLI and meshguard-cluster-check"
-cargo build --release -q -p meshguard-operator --bin meshguard -p meshguard-e2e --bin meshguard-cluster-check
+cargo build --release -q -p meshguard-cli --bin meshguard -p meshguard-e2e --bin meshguard-cluster-check
 target="${CARGO_TARGET_DIR:-target}/release"
 
 log "building $image (Dockerfile, target e2e)"

@@ -19,10 +19,9 @@
 
 #![forbid(unsafe_code)]
 
-pub mod api_server;
-pub mod deploy;
 pub mod manifests;
 pub mod matrix;
 pub mod mesh;
 pub mod netns;
+pub mod probe;
 pub mod workload;

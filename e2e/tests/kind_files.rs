@@ -6,7 +6,7 @@
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
 
-use meshguard_e2e::deploy;
+use meshguard_testkit::deploy;
 use serde_json::Value;
 
 fn repo() -> PathBuf {

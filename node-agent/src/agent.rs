@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::{
-    backend::iptables::{apply::Iptables, render::Family},
+    backend::iptables::{Iptables, render::Family},
     cli::{Common, RunArgs, WireGuardMode},
     endpoints::{self, Endpoints},
     http::{self, Shared},

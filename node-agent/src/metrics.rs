@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 
 use crate::backend::iptables::{
-    apply::RuleCounter,
+    RuleCounter,
     render::{CHAIN_IN, CHAIN_OUT},
 };
 

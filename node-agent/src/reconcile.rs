@@ -30,7 +30,7 @@ use crate::{
     backend::{
         Enforcement,
         iptables::{
-            apply::{Changes, Iptables, RuleCounter},
+            Changes, Iptables, RuleCounter,
             render::{Options, Rendered, render},
         },
     },

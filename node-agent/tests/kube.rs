@@ -13,7 +13,7 @@ use meshguard_agent::state::{
     kube::{Registration, StatusWriter, keep_registered, register, watch_policy},
 };
 use meshguard_crds::NodePolicyStatus;
-use meshguard_e2e::api_server::{self, ApiServer, mock_client, not_found, respond};
+use meshguard_testkit::api_server::{self, ApiServer, mock_client, not_found, respond};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tower_test::mock::SendResponse;
@@ -49,8 +49,8 @@ fn node(name: &str, uid: &str) -> Value {
 /// db-1's NodePolicy as the operator writes it for `examples/`, with the
 /// metadata an API server adds.
 fn node_policy(resource_version: &str) -> Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../operator/tests/golden/examples/db-1.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../operator/cli/tests/golden/examples/db-1.yaml");
     let mut policy: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     policy["metadata"] = json!({

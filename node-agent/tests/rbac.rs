@@ -7,7 +7,7 @@
 
 use clap::CommandFactory;
 use meshguard_agent::{cli::Cli, state::kube::PERMISSIONS};
-use meshguard_e2e::deploy::{assert_no_wildcards, component, env_names, grants, needed};
+use meshguard_testkit::deploy::{assert_no_wildcards, component, env_names, grants, needed};
 
 #[test]
 fn the_cluster_role_grants_exactly_what_the_agent_requests() {

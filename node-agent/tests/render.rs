@@ -16,7 +16,7 @@ use meshguard_agent::{
     backend::{
         Enforcement,
         iptables::{
-            apply::set_script,
+            ipset::set_script,
             render::{CHAIN_GUARD, CHAIN_IN, CHAIN_OUT, Family, Options, Rendered, render},
         },
     },
@@ -27,7 +27,7 @@ use meshguard_crds::{NodePolicy, NodePolicySpec};
 const BOTH: &[Family] = &[Family::V4, Family::V6];
 
 fn inputs() -> Vec<(String, NodePolicy)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../operator/tests/golden/examples");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../operator/cli/tests/golden/examples");
     let mut out: Vec<(String, NodePolicy)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -14,12 +14,12 @@ use std::{
 use base64::Engine;
 use http::StatusCode;
 use meshguard_crds::{MeshNode, MeshPolicy};
-use meshguard_e2e::api_server::{mock_client, respond};
 use meshguard_operator::{
     controller::{Operator, metrics::Metrics},
     index::Update,
     reconcile::{Plan, Reconciler, Settings},
 };
+use meshguard_testkit::api_server::{mock_client, respond};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 

@@ -1,14 +1,14 @@
 //! The cluster as the operator knows it: every object the compiler reads,
 //! fed by the watchers and read by the reconciler. Pure data, no I/O.
 //!
-//! Secrets are reduced to digests before they get here (see [`crate::secrets`]),
+//! Secrets are reduced to digests before they get here (see [`meshguard_policy::secrets`]),
 //! so no raw key material is ever held.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshguard_crds::{MeshNode, MeshPolicy, PolicyChain};
 
-use crate::secrets::{ConfigMapData, SecretDigests};
+use meshguard_policy::secrets::{ConfigMapData, SecretDigests};
 
 /// `(namespace, name)` of a namespaced object.
 pub type Namespaced = (String, String);
@@ -165,7 +165,7 @@ impl Index {
 
     /// A member's labels: the MeshNode's over the Kubernetes Node's.
     pub fn labels_of(&self, node: &MeshNode) -> BTreeMap<String, String> {
-        crate::members::labels(
+        meshguard_policy::members::labels(
             self.node_labels.get(&name(&node.metadata)),
             node.metadata.labels.as_ref(),
         )

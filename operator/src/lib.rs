@@ -1,31 +1,25 @@
-//! The meshguard operator and the offline `meshguard` CLI.
+//! The meshguard operator: the Kubernetes edge around `meshguard-policy`.
 //!
 //! ```text
-//!  watchers ──▶ index ──▶ compile (pure) ──▶ NodePolicy writer
-//!                  └────▶ IPAM, statuses, Events, metrics
+//!  controller::watch ──▶ index (the cluster as the compiler needs it)
+//!                          │
+//!                          ▼
+//!                  reconcile (pure, one pass): acceptance (last good objects),
+//!                    validity, meshguard_policy::compile, ipam::Allocator,
+//!                    status ──▶ Plan (NodePolicies, statuses, Events)
+//!                          │
+//!                          ▼
+//!  controller (Operator): server-side apply of the Plan, error_policy,
+//!    leader election, metrics, health
 //! ```
 //!
-//! The pure middle is here: [`policy_set`] orders the policies, [`evaluate`]
-//! decides one flow (for `check`, `--explain` and in-policy tests),
-//! [`compile`] turns everything into one NodePolicy per member. The CLI
-//! ([`cli`]) reads manifests from files and calls them; [`index`] and
-//! [`reconcile`] are the operator's pure middle, [`controller`] its
-//! Kubernetes edge (watchers, writes, leader election, metrics).
+//! [`index`] and [`reconcile`] do no I/O, so the tests drive them with plain
+//! values; [`controller`] is the only module that talks to the API server.
+//! The semantics (selectors, evaluation, compilation) live in
+//! `meshguard-policy`, shared with the offline `meshguard` CLI.
 
 #![forbid(unsafe_code)]
 
-pub mod addresses;
-pub mod cli;
-pub mod compile;
 pub mod controller;
-pub mod diagnostics;
-pub mod evaluate;
 pub mod index;
-pub mod ipam;
-pub mod members;
-pub mod policy_set;
-pub mod policy_tests;
-pub mod ports;
 pub mod reconcile;
-pub mod secrets;
-pub mod selectors;

@@ -9,12 +9,12 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
-use meshguard_e2e::api_server::{ApiServer, Seen, failure, mock_client, next};
 use meshguard_operator::{
     controller::{Operator, WriteError, error_policy, metrics::Metrics},
     index::{Index, Update},
     reconcile::Plan,
 };
+use meshguard_testkit::api_server::{ApiServer, Seen, failure, mock_client, next};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use support::cluster::*;

@@ -1,7 +1,7 @@
 //! The offline CLI and the operator give one answer for one cluster: the
 //! same MeshNodes, Kubernetes Nodes (labels as `kubectl get nodes -o yaml`
-//! exports them) and MeshPolicies, through `meshguard compile` (the real
-//! binary) and through the operator's index and reconciler, make identical
+//! exports them) and MeshPolicies, through `meshguard compile` (the CLI's
+//! entry point) and through the operator's index and reconciler, make identical
 //! NodePolicies. The policy selects by a label only the Kubernetes Node
 //! carries, and one the MeshNode overrides.
 
@@ -9,9 +9,12 @@
 
 mod support;
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{collections::BTreeMap, ffi::OsString, path::Path};
+
+use clap::Parser;
 
 use k8s_openapi::api::core::v1::Node;
+use meshguard_cli::Cli;
 use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy};
 use meshguard_operator::index::{Index, Update};
 use serde_json::Value;
@@ -62,19 +65,25 @@ fn cli_and_operator_give_identical_node_policies_with_node_labels() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("in")).unwrap();
     std::fs::write(dir.join("in/cluster.yaml"), inputs()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .arg("compile")
-        .arg("-f")
-        .arg(dir.join("in"))
-        .arg("--out")
-        .arg(dir.join("out"))
-        .args(["--mesh-cidr", "100.96.0.0/24"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
+    // `meshguard compile`, through the CLI's own entry point (its binary's
+    // `main` only parses the arguments and calls it).
+    let args: [OsString; 8] = [
+        "meshguard".into(),
+        "compile".into(),
+        "-f".into(),
+        dir.join("in").into_os_string(),
+        "--out".into(),
+        dir.join("out").into_os_string(),
+        "--mesh-cidr".into(),
+        "100.96.0.0/24".into(),
+    ];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = meshguard_cli::run(Cli::parse_from(args), &mut out, &mut err).unwrap();
+    assert_eq!(
+        code,
+        meshguard_cli::exit::OK,
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&err)
     );
     let offline: BTreeMap<String, NodePolicy> = ["db-1", "web-1", "web-2"]
         .iter()

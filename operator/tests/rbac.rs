@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use clap::CommandFactory;
-use meshguard_e2e::deploy::{assert_no_wildcards, component, env_names, grants, needed};
 use meshguard_operator::controller::{cli::Flags, rbac::PERMISSIONS};
+use meshguard_testkit::deploy::{assert_no_wildcards, component, env_names, grants, needed};
 
 #[test]
 fn the_roles_grant_exactly_what_the_operator_requests() {

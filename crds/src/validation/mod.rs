@@ -12,6 +12,7 @@
 //! The operator and the `meshguard` CLI call [`Validator::validate`] on every
 //! object, so an object created with validation off is still never compiled in.
 
+mod error;
 pub mod jwks;
 pub mod openapi;
 pub mod semantic;
@@ -21,39 +22,8 @@ use std::collections::BTreeMap;
 use kube::core::cel::{CompiledSchema, ErrorKind, Validator as CelValidator, compile_schema};
 use serde_json::Value;
 
+pub use self::error::{FieldError, Stage};
 use crate::{Kind, manifests};
-
-/// Which layer found a problem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// The OpenAPI schema.
-    Schema,
-    /// A CEL rule of the schema.
-    Cel,
-    /// A check only meshguard runs.
-    Semantic,
-}
-
-/// One problem with one field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    /// The field's path, such as `spec.rules[0].ports[1].endPort`.
-    pub field: String,
-    /// What is wrong, in words for a person.
-    pub message: String,
-    pub stage: Stage,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>, stage: Stage) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-            stage,
-        }
-    }
-}
 
 /// Validates objects of our four kinds. Building one compiles every CEL rule
 /// once; keep it for the life of the process.

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{FieldError, Stage};
+use super::error::{FieldError, Stage};
 
 /// Fields every object has, which the API server checks itself and CRD
 /// schemas therefore leave out.

@@ -18,7 +18,10 @@ use regex::Regex;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{FieldError, Stage, jwks};
+use super::{
+    error::{FieldError, Stage},
+    jwks,
+};
 use crate::{
     Kind, MeshNode, MeshPolicy, PolicyChain, patterns,
     policy_chain::{ChainStep, JwtStep},

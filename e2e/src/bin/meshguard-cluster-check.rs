@@ -30,8 +30,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
     manifests,
-    matrix::{self, all_pairs, predict, probe_invocation, traffic_of},
-    mesh::Traffic,
+    matrix::{self, all_pairs, predict, traffic_of},
+    probe::{self, Traffic, probe_invocation},
 };
 
 #[derive(Parser)]
@@ -116,7 +116,7 @@ struct Servers(Vec<Child>);
 impl Servers {
     fn start(args: &Args, members: &[String], traffic: &[Traffic]) -> anyhow::Result<Servers> {
         let (tcp, udp) = matrix::ports(traffic);
-        let mut words = matrix::serve_invocation(&args.probe, &tcp, &udp);
+        let mut words = probe::serve_invocation(&args.probe, &tcp, &udp);
         let lifetime = args.warm_up_seconds + 600;
         words.extend([
             "--stop-on-eof".into(),
@@ -204,7 +204,7 @@ fn marked(words: &[String]) -> Vec<String> {
 /// Runs the marked probes, `parallel` at a time: `Some(passed)` for each
 /// that ran (126 and 127 — the program is missing — count as not run).
 fn run_marked(commands: Vec<Command>, parallel: usize) -> anyhow::Result<Vec<Option<bool>>> {
-    Ok(matrix::run_collecting(commands, parallel)?
+    Ok(probe::run_collecting(commands, parallel)?
         .into_iter()
         .map(|output| {
             let text = String::from_utf8_lossy(&output.stdout);

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::addresses::Prefix;
+use meshguard_policy::addresses::Prefix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -21,7 +21,7 @@ pub enum LogFormat {
 )]
 pub struct Flags {
     /// Mesh IPs are allocated from here (MeshNodes without spec.meshIP).
-    #[arg(long, env = "MESHGUARD_MESH_CIDR", default_value = "100.96.0.0/12", value_parser = crate::cli::parse_cidr)]
+    #[arg(long, env = "MESHGUARD_MESH_CIDR", default_value = "100.96.0.0/12", value_parser = meshguard_policy::addresses::parse_mesh_cidr)]
     pub mesh_cidr: Prefix,
     /// The WireGuard port NodePolicies give every member's interface.
     #[arg(

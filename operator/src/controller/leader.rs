@@ -71,7 +71,7 @@ mod tests {
     };
 
     use http::StatusCode;
-    use meshguard_e2e::api_server::{ApiServer, failure, mock_client, next, not_found};
+    use meshguard_testkit::api_server::{ApiServer, failure, mock_client, next, not_found};
     use serde_json::{Value, json};
 
     use super::*;

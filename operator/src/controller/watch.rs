@@ -20,10 +20,9 @@ use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain};
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::sync::mpsc;
 
-use crate::{
-    index::{Namespaced, Observed, Update, Watched},
-    secrets::{ConfigMapData, SecretDigests},
-};
+use meshguard_policy::secrets::{ConfigMapData, SecretDigests};
+
+use crate::index::{Namespaced, Observed, Update, Watched};
 
 pub enum Message {
     Update(Update),

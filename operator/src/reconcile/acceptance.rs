@@ -15,11 +15,12 @@ use meshguard_crds::{
 };
 
 use super::validity::Validity;
-use crate::{
+use meshguard_policy::{
     diagnostics::{Diagnostic, Severity},
-    index::{Index, Namespaced},
     secrets::{ConfigMapData, SecretDigests},
 };
+
+use crate::index::{Index, Namespaced};
 
 /// Why an object was rejected, for its `Accepted=False` condition.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,34 +14,33 @@
 //! changed writes nothing.
 
 mod acceptance;
+mod plan;
 mod status;
 mod validity;
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::IpAddr, time::Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Resource;
-use meshguard_crds::{
-    Kind, MeshNode, MeshNodeStatus, MeshPolicyStatus, NodePolicy, PolicyChainStatus,
+use meshguard_crds::{Kind, MeshNode, NodePolicy};
+
+use meshguard_policy::{
+    addresses::Prefix,
+    compile::{Compiled, Compiler, Inputs},
+    ipam::{Allocator, Claim},
+    members::Member,
+    policy_tests,
 };
 
-pub use self::acceptance::Rejection;
+pub use self::{
+    acceptance::Rejection,
+    plan::{Deletion, Note, Plan, Registration, StatusWrite, Summary},
+};
 use self::{
     acceptance::{LastGood, Selection},
     validity::Validity,
 };
-use crate::{
-    addresses::Prefix,
-    compile::{Compiled, Compiler, Inputs},
-    index::{Index, Namespaced},
-    ipam::{Allocator, Claim, IpamError},
-    members::Member,
-    policy_tests,
-};
+use crate::index::Index;
 
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "meshguard-operator";
@@ -52,54 +51,6 @@ pub struct Settings {
     pub listen_port: u16,
     /// NodePolicies also list every non-peer in `auditPeers`.
     pub audit_peers: bool,
-}
-
-/// A status the controller should write (server-side apply on `/status`).
-#[derive(Clone, Debug, PartialEq)]
-pub enum StatusWrite {
-    MeshPolicy(String, MeshPolicyStatus),
-    PolicyChain(Namespaced, PolicyChainStatus),
-    MeshNode(String, MeshNodeStatus),
-}
-
-/// An Event to record about an object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    pub kind: Kind,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub uid: Option<String>,
-    pub warning: bool,
-    pub reason: String,
-    pub message: String,
-}
-
-/// A NodePolicy to delete: its MeshNode is gone. The uid is a precondition,
-/// so a NodePolicy recreated meanwhile is left alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Deletion {
-    pub name: String,
-    pub uid: Option<String>,
-}
-
-#[derive(Debug, Default)]
-pub struct Plan {
-    /// Complete objects for server-side apply (spec and owner reference).
-    pub node_policies: Vec<NodePolicy>,
-    pub deletions: Vec<Deletion>,
-    pub statuses: Vec<StatusWrite>,
-    pub notes: Vec<Note>,
-    pub summary: Summary,
-}
-
-/// Figures for metrics and the log line of a pass.
-#[derive(Clone, Debug, Default)]
-pub struct Summary {
-    pub members: usize,
-    pub policies: usize,
-    pub rejected: usize,
-    pub compile: Duration,
-    pub compiles: usize,
 }
 
 /// The state kept between passes.
@@ -292,14 +243,6 @@ impl Reconciler {
             }
         }
     }
-}
-
-/// What became of a MeshNode.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Registration {
-    Member { ip: IpAddr, fixed: bool },
-    NoAddress(IpamError),
-    Invalid(Vec<String>),
 }
 
 /// NodePolicy/<node> belongs to MeshNode/<node>: deleting the MeshNode

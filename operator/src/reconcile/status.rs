@@ -10,10 +10,15 @@ use meshguard_crds::{
     conditions::{self, Verdict},
 };
 
-use super::{Note, Plan, Registration, StatusWrite, acceptance::Selection};
-use crate::{
-    compile::Compiled, diagnostics::Severity, index::Index, ipam::IpamError, policy_tests::Outcome,
+use super::{
+    acceptance::Selection,
+    plan::{Note, Plan, Registration, StatusWrite},
 };
+use meshguard_policy::{
+    compile::Compiled, diagnostics::Severity, ipam::IpamError, policy_tests::Outcome,
+};
+
+use crate::index::Index;
 
 /// How many failing tests or problems a condition message lists.
 const LISTED: usize = 10;

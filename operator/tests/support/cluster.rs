@@ -5,8 +5,8 @@ use meshguard_crds::{MeshNode, MeshPolicy, PolicyChain};
 use meshguard_operator::{
     index::{Index, Observed, Update},
     reconcile::{Reconciler, Settings},
-    secrets::SecretDigests,
 };
+use meshguard_policy::secrets::SecretDigests;
 use serde_json::{Value, json};
 
 /// A valid WireGuard public key per letter.

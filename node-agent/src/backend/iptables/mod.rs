@@ -8,9 +8,28 @@
 //!  OUTPUT, FORWARD ─▶ MESHGUARD-GUARD   mesh addresses leaving by another interface: DROP
 //! ```
 //!
-//! [`render`] is pure (NodePolicy in, rule text and set contents out, golden
-//! tested); [`apply`] puts it into the kernel: sets filled aside and swapped
-//! in, rules in one `iptables-restore --noflush` transaction per family.
+//! [`render`] is pure (the parsed NodePolicy in, rule text and set contents
+//! out, golden tested). The rest puts it into the kernel and reads it back:
+//!
+//! ```text
+//!  render ──▶ apply (the transaction: sets, then rules per family, then stale sets)
+//!               ├─ ipset   restore scripts (fill aside, swap), `ipset save` read back
+//!               ├─ edit    in-place chain edits (only the changed stretch)
+//!               ├─ hooks   jumps from INPUT/OUTPUT/FORWARD into our chains
+//!               └─ tools   iptables or ip6tables, per family
+//!  drift ◀── saved (iptables-save parsed, fingerprints) ──▶ counters (per rule id)
+//! ```
 
-pub mod apply;
+mod apply;
+mod counters;
+mod drift;
+mod edit;
+mod hooks;
+pub mod ipset;
 pub mod render;
+mod saved;
+mod tools;
+
+pub use apply::{Changes, Iptables};
+pub use counters::RuleCounter;
+pub use drift::Drift;

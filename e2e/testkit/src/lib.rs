@@ -1,0 +1,12 @@
+//! Test support shared by the operator's, the agent's and the end-to-end
+//! tests; only ever a dev-dependency of a product crate.
+//!
+//! - [`api_server`]: a mocked Kubernetes API server (tower-test): the test
+//!   receives each request the code under test makes and answers it.
+//! - [`deploy`]: `deploy/meshguard.yaml` (the chart's default rendering) read
+//!   the way RBAC and environment tests check it.
+
+#![forbid(unsafe_code)]
+
+pub mod api_server;
+pub mod deploy;

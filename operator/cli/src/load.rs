@@ -1,0 +1,376 @@
+//! Reading the manifests users apply: files or directories (recursive
+//! `*.yaml`, `*.yml`, `*.json`), multi-document, `kind: List` included.
+//! meshguard objects are checked exactly as the API server would (plus our
+//! own checks); Secrets are reduced to digests on the spot; Kubernetes
+//! `Node`s (as `kubectl get nodes -o yaml` prints them) give their labels,
+//! which selectors see under the MeshNode's, as in the cluster; other kinds
+//! are ignored, so a GitOps repository can be pointed at as it is.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use meshguard_crds::{API_VERSION, Kind, MeshNode, MeshPolicy, PolicyChain, validation::Validator};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use meshguard_policy::secrets::{ConfigMapData, SecretDigests};
+
+/// Bad input: where, which object, which field, what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputError {
+    pub file: PathBuf,
+    pub object: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(object) = &self.object {
+            write!(f, ": {object}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Everything read, by kind, with the file each object came from.
+#[derive(Default)]
+pub struct Loaded {
+    pub policies: Vec<MeshPolicy>,
+    pub chains: Vec<PolicyChain>,
+    pub nodes: Vec<MeshNode>,
+    pub secrets: Vec<SecretDigests>,
+    pub config_maps: Vec<ConfigMapData>,
+    /// Kubernetes Node name -> its labels.
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub files: usize,
+    origins: BTreeMap<(String, String, String), PathBuf>,
+}
+
+/// Reads every path; returns all problems found, not just the first.
+pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<InputError>> {
+    let mut errors = Vec::new();
+    let files = manifest_files(paths, &mut errors);
+    let validator = Validator::new();
+    let mut loaded = Loaded {
+        files: files.len(),
+        ..Loaded::default()
+    };
+    for file in &files {
+        match file_documents(file) {
+            Ok(docs) => {
+                for (number, doc) in docs.into_iter().enumerate() {
+                    loaded.add(file, number + 1, doc, &validator, &mut errors);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every document in `paths`, untyped and unchecked, with the file it came
+/// from, in the order [`load`] reads them: for harnesses (the demo, the
+/// cluster check) that need what is in a folder before handing it to the CLI.
+pub fn documents(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Value)>, Vec<InputError>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for file in manifest_files(paths, &mut errors) {
+        match file_documents(&file) {
+            Ok(docs) => out.extend(docs.into_iter().map(|d| (file.clone(), d))),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The manifest files in and under `paths`: a directory's entries by name
+/// (`*.yaml`, `*.yml`, `*.json` and subdirectories, recursively), a file as
+/// named. A path that does not exist is an error, not an empty input.
+fn manifest_files(paths: &[PathBuf], errors: &mut Vec<InputError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect(path, &mut files, errors);
+    }
+    files
+}
+
+/// One file's documents: multi-document YAML (JSON is YAML), `kind: List`
+/// flattened, empty documents left out.
+fn file_documents(file: &Path) -> Result<Vec<Value>, InputError> {
+    let text = std::fs::read_to_string(file).map_err(|e| error(file, None, None, e.to_string()))?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| error(file, None, None, format!("not valid YAML: {e}")))?;
+    let mut out = Vec::new();
+    for doc in docs {
+        match doc.get("kind").and_then(Value::as_str) {
+            Some("List") => out.extend(
+                doc.get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            _ => out.push(doc),
+        }
+    }
+    out.retain(|d| !d.is_null());
+    Ok(out)
+}
+
+fn collect(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                errors.push(error(path, None, None, e.to_string()));
+                return;
+            }
+        };
+        entries.sort();
+        for entry in entries {
+            let manifest = entry
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+            if entry.is_dir() || manifest {
+                collect(&entry, files, errors);
+            }
+        }
+    } else if path.exists() {
+        files.push(path.to_path_buf());
+    } else {
+        errors.push(error(
+            path,
+            None,
+            None,
+            "no such file or directory".to_owned(),
+        ));
+    }
+}
+
+fn error(
+    file: &Path,
+    object: Option<String>,
+    field: Option<String>,
+    message: String,
+) -> InputError {
+    InputError {
+        file: file.to_path_buf(),
+        object,
+        field,
+        message,
+    }
+}
+
+impl Loaded {
+    fn add(
+        &mut self,
+        file: &Path,
+        number: usize,
+        doc: Value,
+        validator: &Validator,
+        errors: &mut Vec<InputError>,
+    ) {
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = doc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_owned();
+        let label = if name.is_empty() {
+            format!("{kind} (document {number})")
+        } else {
+            format!("{kind}/{name}")
+        };
+        let fail = |errors: &mut Vec<InputError>, field: Option<String>, message: String| {
+            errors.push(error(file, Some(label.clone()), field, message));
+        };
+        if !doc.is_object() {
+            fail(
+                errors,
+                None,
+                "a document must be a mapping with apiVersion and kind".to_owned(),
+            );
+            return;
+        }
+
+        // One of our kinds under a wrong apiVersion would be silently ignored
+        // below (a Deny policy vanishing); other groups' kinds are not ours.
+        let ours = api_version.starts_with("meshguard")
+            || (!api_version.contains('/') && Kind::from_name(&kind).is_some());
+        if ours && api_version != API_VERSION {
+            fail(
+                errors,
+                Some("apiVersion".into()),
+                format!("{api_version:?} is not supported; meshguard objects use {API_VERSION}"),
+            );
+            return;
+        }
+        if api_version == API_VERSION {
+            let Some(kind) = Kind::from_name(&kind) else {
+                fail(
+                    errors,
+                    Some("kind".into()),
+                    format!("{kind:?} is not a meshguard.io kind"),
+                );
+                return;
+            };
+            if kind == Kind::NodePolicy {
+                return; // an output of `compile`, not an input
+            }
+            if let Err(field_errors) = validator.validate(kind, &doc) {
+                for e in field_errors {
+                    fail(errors, Some(e.field), e.message);
+                }
+                return;
+            }
+            let scope = if kind.namespaced() {
+                namespace.clone()
+            } else {
+                String::new()
+            };
+            if !self.claim(kind.name(), &scope, &name, file, errors, &label) {
+                return;
+            }
+            let parsed = match kind {
+                Kind::MeshPolicy => typed(&doc).map(|p| self.policies.push(p)),
+                Kind::PolicyChain => typed(&doc).map(|mut c: PolicyChain| {
+                    c.metadata.namespace = Some(namespace.clone());
+                    self.chains.push(c)
+                }),
+                Kind::MeshNode => typed(&doc).map(|n| self.nodes.push(n)),
+                Kind::NodePolicy => Ok(()),
+            };
+            if let Err(e) = parsed {
+                fail(errors, None, e);
+            }
+            return;
+        }
+
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Secret") => {
+                if !self.claim("Secret", &namespace, &name, file, errors, &label) {
+                    return;
+                }
+                match typed::<Secret>(&doc) {
+                    Ok(secret) => self
+                        .secrets
+                        .push(SecretDigests::from_secret(&namespace, &name, secret)),
+                    Err(e) => fail(errors, None, e),
+                }
+            }
+            ("v1", "ConfigMap") => {
+                if !self.claim("ConfigMap", &namespace, &name, file, errors, &label) {
+                    return;
+                }
+                match typed::<ConfigMap>(&doc) {
+                    Ok(map) => self.config_maps.push(ConfigMapData {
+                        namespace,
+                        name,
+                        data: map.data.unwrap_or_default(),
+                    }),
+                    Err(e) => fail(errors, None, e),
+                }
+            }
+            ("v1", "Node") => {
+                if !self.claim("Node", "", &name, file, errors, &label) {
+                    return;
+                }
+                match typed::<Node>(&doc) {
+                    Ok(node) => {
+                        self.node_labels
+                            .insert(name, node.metadata.labels.unwrap_or_default());
+                    }
+                    Err(e) => fail(errors, None, e),
+                }
+            }
+            // Anything else in a GitOps tree (Deployments, Namespaces, ...) is not ours.
+            _ => {}
+        }
+    }
+
+    /// Records where an object came from; two of one name are an error.
+    fn claim(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        file: &Path,
+        errors: &mut Vec<InputError>,
+        label: &str,
+    ) -> bool {
+        if name.is_empty() {
+            errors.push(error(
+                file,
+                Some(label.to_owned()),
+                Some("metadata.name".into()),
+                "Required value".into(),
+            ));
+            return false;
+        }
+        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        if let Some(first) = self.origins.get(&key) {
+            let place = if namespace.is_empty() {
+                String::new()
+            } else {
+                format!(" in namespace {namespace}")
+            };
+            errors.push(error(
+                file,
+                Some(label.to_owned()),
+                None,
+                format!(
+                    "a second {kind} named {name}{place}; the first is in {}",
+                    first.display()
+                ),
+            ));
+            return false;
+        }
+        self.origins.insert(key, file.to_path_buf());
+        true
+    }
+
+    /// The file an object came from, for messages.
+    pub fn origin(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&Path> {
+        self.origins
+            .get(&(
+                kind.to_owned(),
+                namespace.unwrap_or_default().to_owned(),
+                name.to_owned(),
+            ))
+            .map(PathBuf::as_path)
+    }
+}
+
+fn typed<T: DeserializeOwned>(doc: &Value) -> Result<T, String> {
+    serde_json::from_value(meshguard_crds::validation::normalize(doc)).map_err(|e| e.to_string())
+}
