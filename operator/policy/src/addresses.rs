@@ -142,8 +142,8 @@ impl FromStr for Prefix {
 }
 
 /// A mesh CIDR as the CLI's and the operator's `--mesh-cidr` take it: the
-/// API's strict form (network address, no host bits), so a typo such as
-/// `100.96.0.1/12` is refused rather than silently widened.
+/// API's strict syntax (an address, `/`, a length within the family without
+/// leading zeros). Host bits are cleared: `100.96.0.1/12` is `100.96.0.0/12`.
 pub fn parse_mesh_cidr(text: &str) -> Result<Prefix, String> {
     if !meshguard_crds::validation::semantic::is_strict_cidr(text) {
         return Err(format!("{text:?} is not a CIDR such as 100.96.0.0/12"));
