@@ -5,8 +5,10 @@
 //!   receives each request the code under test makes and answers it.
 //! - [`deploy`]: `deploy/meshguard.yaml` (the chart's default rendering) read
 //!   the way RBAC and environment tests check it.
+//! - [`tokens`]: key sets and JWTs minted by PyJWT, for the L7 tests.
 
 #![forbid(unsafe_code)]
 
 pub mod api_server;
 pub mod deploy;
+pub mod tokens;

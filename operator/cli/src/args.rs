@@ -49,3 +49,10 @@ impl From<ProtocolArg> for Protocol {
         }
     }
 }
+
+/// `-o`: for people, or one JSON object per answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}

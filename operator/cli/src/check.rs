@@ -15,7 +15,7 @@ use meshguard_policy::{
 use serde::Serialize;
 
 use crate::{
-    args::{InputArgs, ProtocolArg, exit},
+    args::{InputArgs, Output, ProtocolArg, exit},
     prepare::prepare,
 };
 
@@ -56,12 +56,6 @@ struct FlowArgs {
     to: String,
     protocol: Protocol,
     port: Option<u16>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 /// The JSON answer, fields in the contract's order.

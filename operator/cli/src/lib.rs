@@ -20,6 +20,7 @@
 
 mod args;
 mod check;
+mod check_request;
 mod compile;
 mod load;
 mod prepare;
@@ -59,6 +60,10 @@ pub enum Command {
     ///
     /// Exit 0 when the flow is allowed, 1 when it is denied, 2 on bad input.
     Check(check::CheckArgs),
+    /// Predict what a PolicyChain answers for one HTTP request, with the evaluator the agent runs.
+    ///
+    /// Exit 0 when the request would pass, 1 when it would be refused, 2 on bad input.
+    CheckRequest(check_request::CheckRequestArgs),
     /// Write one NodePolicy per member to <OUT>/<member>.yaml.
     ///
     /// Nothing is written unless every input is valid.
@@ -82,6 +87,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     match cli.command {
         Command::Validate { inputs } => validate::run(&inputs, out, err),
         Command::Check(args) => check::run(&args, out, err),
+        Command::CheckRequest(args) => check_request::run(&args, out, err),
         Command::Compile {
             inputs,
             out: dir,

@@ -27,7 +27,8 @@
 //! | 9 mistakes never widen access (unknown names, unreadable rules) | [`selectors`], [`policy_set`], [`diagnostics`] |
 //! | selectors (`nodes`, `nodeSelector`, `cidrs`, `all`) | [`selectors`], [`addresses`] |
 //! | ports and protocols | [`ports`] |
-//! | PolicyChains (steps, key and JWKS digests) | [`compile`] (`chains`), [`secrets`] |
+//! | PolicyChains compiled (references resolved, key digests, JWKS checked) | [`compile`] (`chains`), [`secrets`] |
+//! | what a PolicyChain answers for a request (docs/l7.md) | [`l7`] |
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +37,7 @@ pub mod compile;
 pub mod diagnostics;
 pub mod evaluate;
 pub mod ipam;
+pub mod l7;
 pub mod members;
 pub mod policy_set;
 pub mod policy_tests;

@@ -35,7 +35,10 @@ use std::{
     sync::Arc,
 };
 
-use meshguard_crds::{MeshPolicy, NodePolicySpec, PolicyChain, node_policy::Peer};
+use meshguard_crds::{
+    MeshPolicy, NodePolicySpec, PolicyChain,
+    node_policy::{CompiledChain, Peer},
+};
 
 use self::{
     atoms::{Atoms, match_members},
@@ -440,6 +443,11 @@ impl Compiled {
     }
 
     /// Members whose NodePolicy carries the chain `<namespace>/<name>`.
+    /// Every compiled chain, by name (whatever nodes it goes to).
+    pub fn chains(&self) -> impl Iterator<Item = &CompiledChain> {
+        self.chains.iter().map(|c| &c.chain)
+    }
+
     pub fn chain_members(&self, qualified: &str) -> Vec<&str> {
         let Some(c) = self.chains.iter().position(|c| c.chain.name == qualified) else {
             return Vec::new();

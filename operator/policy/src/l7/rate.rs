@@ -1,0 +1,126 @@
+//! Rate limits as GCRA (the generic cell rate algorithm): per bucket one
+//! instant, the theoretical arrival time (TAT). A request is allowed when,
+//! after it, the TAT lies at most `burst` emission intervals ahead of now.
+//! Time is passed in, never read, so the agent and `check-request` decide
+//! alike; a bucket whose TAT is past holds nothing an absent bucket would
+//! not, so [`RateLimits::forget_idle`] drops it: memory stays bounded by the
+//! keys active within one burst window.
+
+use std::{collections::HashMap, time::Duration};
+
+use super::chain::RateLimit;
+
+/// Buckets of one chain: (step index, key) -> TAT (since the UNIX epoch).
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    buckets: HashMap<(usize, String), Duration>,
+}
+
+/// A refused request: how long until one would pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after: Duration,
+}
+
+impl RateLimits {
+    /// Takes one request from the bucket, or says when one will fit.
+    pub fn take(
+        &mut self,
+        step: usize,
+        limit: &RateLimit,
+        key: &str,
+        now: Duration,
+    ) -> Result<(), Limited> {
+        let window = limit.emission * limit.burst;
+        let entry = self.buckets.entry((step, key.to_owned())).or_insert(now);
+        let tat = (*entry).max(now) + limit.emission;
+        if tat - now > window {
+            return Err(Limited {
+                retry_after: tat - now - window,
+            });
+        }
+        *entry = tat;
+        Ok(())
+    }
+
+    /// Drops every bucket that is full again (its TAT is not after `now`).
+    pub fn forget_idle(&mut self, now: Duration) {
+        self.buckets.retain(|_, tat| *tat > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::l7::chain::RateKey;
+
+    fn limit(requests: u32, per: Duration, burst: u32) -> RateLimit {
+        RateLimit {
+            emission: per / requests,
+            burst,
+            requests,
+            key: RateKey::Route,
+        }
+    }
+
+    #[test]
+    fn a_burst_passes_then_one_request_per_interval() {
+        let l = limit(10, Duration::from_secs(1), 3);
+        let mut state = RateLimits::default();
+        let t0 = Duration::from_secs(1_000);
+        for _ in 0..3 {
+            assert_eq!(state.take(0, &l, "a", t0), Ok(()));
+        }
+        let refused = state.take(0, &l, "a", t0).unwrap_err();
+        assert_eq!(refused.retry_after, Duration::from_millis(100));
+        // Other keys and other steps have buckets of their own.
+        assert_eq!(state.take(0, &l, "b", t0), Ok(()));
+        assert_eq!(state.take(1, &l, "a", t0), Ok(()));
+        // One interval later, exactly one more fits.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(state.take(0, &l, "a", t1), Ok(()));
+        assert!(state.take(0, &l, "a", t1).is_err());
+    }
+
+    #[test]
+    fn a_sustained_rate_is_the_configured_one() {
+        let l = limit(100, Duration::from_secs(1), 1);
+        let mut state = RateLimits::default();
+        let start = Duration::from_secs(5);
+        // 1,000 attempts spread over one second: 100 pass.
+        let passed = (0..1000)
+            .filter(|i| {
+                state
+                    .take(0, &l, "k", start + Duration::from_millis(*i))
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(passed, 100);
+    }
+
+    #[test]
+    fn idle_buckets_are_forgotten_and_start_full() {
+        let l = limit(1, Duration::from_secs(1), 2);
+        let mut state = RateLimits::default();
+        let t0 = Duration::from_secs(10);
+        state.take(0, &l, "a", t0).unwrap();
+        state.take(0, &l, "b", t0).unwrap();
+        state.take(0, &l, "b", t0).unwrap();
+        state.forget_idle(t0 + Duration::from_millis(1500));
+        assert_eq!(state.len(), 1, "a is full again, b is not");
+        state.forget_idle(t0 + Duration::from_secs(2));
+        assert!(state.is_empty());
+        assert_eq!(state.take(0, &l, "b", t0 + Duration::from_secs(2)), Ok(()));
+        assert_eq!(state.take(0, &l, "b", t0 + Duration::from_secs(2)), Ok(()));
+    }
+}
