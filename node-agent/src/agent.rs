@@ -20,10 +20,14 @@ use tokio::sync::mpsc;
 
 use crate::{
     backend::iptables::{Iptables, render::Family},
-    cli::{Common, RunArgs, WireGuardMode},
+    cli::{Common, RunArgs, UnmatchedRoute, WireGuardMode},
     endpoints::{self, Endpoints},
     http::{self, Shared},
     keys::KeyPair,
+    l7::{
+        chains::Current,
+        server::{self, Processor},
+    },
     metrics::{KindLabel, Metrics, ResultLabel},
     netdev::Netdev,
     reconcile::{ApplyError, Reconciler, Settings},
@@ -105,6 +109,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
+    // PolicyChains: served only with --ext-proc-listen; the server runs
+    // beside the reconciler and shares nothing with it but the chain set.
+    let chains = Current::default();
+    if let Some(listen) = args.ext_proc_listen.clone() {
+        let processor = Processor {
+            current: chains.clone(),
+            unmatched: match args.unmatched_route {
+                UnmatchedRoute::Deny => meshguard_policy::l7::Unmatched::Deny,
+                UnmatchedRoute::Allow => meshguard_policy::l7::Unmatched::Allow,
+            },
+            observe: Arc::new(observe_request),
+        };
+        tracing::info!(listen = ?listen, "serving PolicyChains over ext_proc");
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(listen.clone(), processor).await {
+                tracing::error!(listen = ?listen, error = %e, "ext_proc server stopped; chains are not served");
+            }
+        });
+    }
+
     let (updates, mut incoming) = mpsc::channel(16);
     let (sink, _watcher) = start_source(&args, public_key, updates).await?;
 
@@ -139,6 +163,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                             listen_port = spec.interface.listen_port, registered = args.listen_port,
                             "the NodePolicy's listen port differs from the one registered in the MeshNode (--listen-port): peers will miss"
                         );
+                    }
+                    if args.ext_proc_listen.is_some() {
+                        // Independent of the packet filter: a chain that cannot
+                        // run keeps the previous chains, not the previous rules.
+                        match chains.replace(&spec.chains) {
+                            Ok(served) => {
+                                tracing::info!(revision = %spec.revision, chains = served, "PolicyChains served");
+                                if status::condition(&status, "Degraded").is_some_and(|c| c.reason == "ChainsInvalid") {
+                                    set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "");
+                                }
+                            }
+                            Err(e) => {
+                                let message = format!("revision {}: {e}; the previous chains stay served", spec.revision);
+                                tracing::error!(%message);
+                                set_condition(&mut status.conditions, "Degraded", true, "ChainsInvalid", &message);
+                            }
+                        }
                     }
                     let started = Instant::now();
                     let worker = reconciler.clone();
@@ -234,6 +275,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; WireGuard peers and rules stay in place");
     Ok(())
+}
+
+/// One answered request, in the log: the chain, the deciding step, the
+/// status and Envoy's request id (never a credential).
+fn observe_request(
+    outcome: &meshguard_policy::l7::Outcome,
+    seconds: f64,
+    request_id: Option<&str>,
+) {
+    let step = outcome
+        .refusal
+        .as_ref()
+        .and_then(|r| r.step)
+        .map(|s| s.to_string());
+    let reason = outcome.refusal.as_ref().map(|r| r.reason.as_str());
+    let audited = outcome.audited.as_ref().map(|r| r.reason.as_str());
+    tracing::debug!(
+        chain = outcome.chain.as_deref().unwrap_or("-"),
+        status = outcome.status(),
+        step,
+        reason,
+        audited,
+        request_id,
+        seconds,
+        "request"
+    );
 }
 
 /// Starts the state source: the state file, or the Kubernetes API (the

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::backend::Enforcement;
+use crate::{backend::Enforcement, l7::server::Listen};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +50,15 @@ pub enum WireGuardMode {
 pub enum BackendKind {
     /// iptables + ipset.
     Iptables,
+}
+
+/// What a request no PolicyChain serves gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UnmatchedRoute {
+    /// 403, with the reason in `x-meshguard-reason`.
+    Deny,
+    /// Passed on to the upstream.
+    Allow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -156,6 +165,19 @@ pub struct RunArgs {
     pub resync_interval: Duration,
     #[arg(long, env = "MESHGUARD_METRICS_LISTEN", default_value = "0.0.0.0:9471")]
     pub metrics_listen: SocketAddr,
+    /// Serve this node's PolicyChains to Envoy over ext_proc (gRPC) here:
+    /// `ADDRESS:PORT` or `unix:/PATH`. Off when unset: chains are then not
+    /// enforced on this node.
+    #[arg(long, env = "MESHGUARD_EXT_PROC_LISTEN", value_name = "ADDR")]
+    pub ext_proc_listen: Option<Listen>,
+    /// What an HTTP request that no chain serves gets.
+    #[arg(
+        long,
+        env = "MESHGUARD_UNMATCHED_ROUTE",
+        value_enum,
+        default_value = "deny"
+    )]
+    pub unmatched_route: UnmatchedRoute,
     /// The netlink group Log and Audit rules send packets to (NFLOG).
     #[arg(long, env = "MESHGUARD_NFLOG_GROUP", default_value_t = 100)]
     pub nflog_group: u16,

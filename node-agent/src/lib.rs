@@ -22,6 +22,7 @@ pub mod desired;
 pub mod endpoints;
 pub mod http;
 pub mod keys;
+pub mod l7;
 pub mod metrics;
 pub mod netdev;
 pub mod reconcile;

@@ -358,7 +358,7 @@ fn audit_peers_are_listed_only_when_the_operator_is_asked() {
 /// a chain every targeted agent has in its applied NodePolicy is still not
 /// Ready: the status says so instead of claiming "served".
 #[test]
-fn a_compiled_chain_is_not_ready_while_no_agent_serves_chains() {
+fn a_compiled_chain_is_not_ready_while_agents_do_not_report_serving_it() {
     let mut index = three_tier();
     index.apply(Update::Chain(Box::new(api_key_chain())));
     index.apply(Update::Secret(clients_secret()));
@@ -374,6 +374,10 @@ fn a_compiled_chain_is_not_ready_while_no_agent_serves_chains() {
         .unwrap();
     assert_eq!(condition(&status.conditions, "Accepted").0, "True");
     let (state, reason, message) = condition(&status.conditions, "Ready");
-    assert_eq!((state, reason), ("False", "NotServed"), "{message}");
+    assert_eq!(
+        (state, reason),
+        ("False", "ServingNotReported"),
+        "{message}"
+    );
     assert!(message.contains("2 NodePolicies"), "{message}");
 }

@@ -161,13 +161,12 @@ pub fn run(
         UnmatchedArg::Allow => Unmatched::Allow,
     };
     let outcome = l7::answer(
-        &chains,
-        args.chain.as_deref(),
+        l7::select(&chains, args.chain.as_deref(), request.route.as_deref()),
         &request,
         unmatched,
         &mut Context {
             now,
-            limits: &mut RateLimits::default(),
+            limits: &RateLimits::default(),
             remote_keys: &NoRemoteKeys,
         },
     );

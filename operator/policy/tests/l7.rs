@@ -44,19 +44,13 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
 }
 
 fn run(chain: &Chain, request: &Request) -> Outcome {
-    run_with(
-        chain,
-        request,
-        &mut RateLimits::default(),
-        &NoRemoteKeys,
-        NOW,
-    )
+    run_with(chain, request, &RateLimits::default(), &NoRemoteKeys, NOW)
 }
 
 fn run_with(
     chain: &Chain,
     request: &Request,
-    limits: &mut RateLimits,
+    limits: &RateLimits,
     remote: &dyn RemoteKeys,
     now: u64,
 ) -> Outcome {
@@ -346,11 +340,11 @@ fn remote_key_sets_come_from_the_caller_and_their_absence_follows_failure_mode()
         }))
     };
     let keys = Remote(Some(KeySet::parse(&t.jwks).unwrap()));
-    let mut limits = RateLimits::default();
+    let limits = RateLimits::default();
     let ok = run_with(
         &remote("Closed"),
         &bearer(&t.tokens[0]),
-        &mut limits,
+        &limits,
         &keys,
         NOW,
     );
@@ -358,7 +352,7 @@ fn remote_key_sets_come_from_the_caller_and_their_absence_follows_failure_mode()
     let unknown = run_with(
         &remote("Closed"),
         &bearer(&t.tokens[1]),
-        &mut limits,
+        &limits,
         &keys,
         NOW,
     );
@@ -373,18 +367,12 @@ fn remote_key_sets_come_from_the_caller_and_their_absence_follows_failure_mode()
     let closed = run_with(
         &remote("Closed"),
         &bearer(&t.tokens[0]),
-        &mut limits,
+        &limits,
         &none,
         NOW,
     );
     assert_eq!(closed.status(), 500, "{:?}", closed.trace);
-    let open = run_with(
-        &remote("Open"),
-        &bearer(&t.tokens[0]),
-        &mut limits,
-        &none,
-        NOW,
-    );
+    let open = run_with(&remote("Open"), &bearer(&t.tokens[0]), &limits, &none, NOW);
     assert_eq!(
         open.status(),
         200,
@@ -498,12 +486,12 @@ fn rate_limits_are_per_key_and_answer_429_with_retry_after() {
             { "rateLimit": { "requests": 2, "per": "Minute", "key": { "clientId": true } } }
         ]
     }));
-    let mut limits = RateLimits::default();
-    let mut status = |key: &str, now: u64| {
+    let limits = RateLimits::default();
+    let status = |key: &str, now: u64| {
         run_with(
             &c,
             &request("GET", "/", &[("x-api-key", key)]),
-            &mut limits,
+            &limits,
             &NoRemoteKeys,
             now,
         )

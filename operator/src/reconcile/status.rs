@@ -247,9 +247,9 @@ impl View<'_> {
                     }
                 }
             }
-            // No agent serves chains yet (the ext_proc server is issue
-            // [l7]): being in a node's applied NodePolicy is not being
-            // served, so Ready stays False until agents report serving.
+            // Agents serve chains only with --ext-proc-listen and do not
+            // report it yet: being in a node's applied NodePolicy is not
+            // being served, so Ready stays False until agents report it.
             let all = self
                 .compiled
                 .chain_members(&format!("{namespace}/{name}"))
@@ -258,9 +258,9 @@ impl View<'_> {
                 c.set("Ready", false, "NoNodes", "no node serves the chain");
             } else {
                 let message = format!(
-                    "compiled into {all} NodePolicies, but no agent serves PolicyChains yet (this meshguard version enforces no L7 chain)"
+                    "compiled into {all} NodePolicies; agents serve chains only when run with --ext-proc-listen and do not report serving yet, so whether this chain is enforced is not known"
                 );
-                c.set("Ready", false, "NotServed", &message);
+                c.set("Ready", false, "ServingNotReported", &message);
             }
             let desired = PolicyChainStatus {
                 observed_generation: chain.metadata.generation,

