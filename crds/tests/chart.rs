@@ -99,7 +99,11 @@ fn every_rendering_is_valid_kubernetes() {
             "edge",
             "net",
             json!({
-                "agent": { "wireguard": "kernel", "enforcement": "audit" },
+                "agent": {
+                    "wireguard": "kernel",
+                    "enforcement": "audit",
+                    "extProc": { "listen": "127.0.0.1:9901", "unmatchedRoute": "allow" }
+                },
                 "operator": { "replicas": 1, "leaderElect": false },
                 "logFormat": "json",
                 "imagePullSecrets": [{ "name": "registry" }],
@@ -187,6 +191,12 @@ fn kernel_mode_has_no_daemon_and_audit_agents_get_audit_peers() {
             .iter()
             .any(|m| m["name"] == "wireguard-sockets")
     );
+    assert!(
+        env(main)
+            .iter()
+            .all(|(n, _)| n != "MESHGUARD_EXT_PROC_LISTEN"),
+        "chains are served only when asked"
+    );
     // Without auditPeers an audit-mode agent would have no peers to audit.
     let operator = find(&docs, "Deployment", "meshguard-operator");
     let op = container(operator, "containers", "operator").unwrap();
@@ -195,6 +205,20 @@ fn kernel_mode_has_no_daemon_and_audit_agents_get_audit_peers() {
     let operator = find(&docs, "Deployment", "meshguard-operator");
     let op = container(operator, "containers", "operator").unwrap();
     assert_eq!(env_value(op, "MESHGUARD_AUDIT_PEERS"), "false");
+}
+
+#[test]
+fn ext_proc_is_served_where_the_values_say() {
+    let docs = render(
+        &json!({ "agent": { "extProc": { "listen": "unix:/run/meshguard/ext-proc.sock" } } }),
+    );
+    let agent = find(&docs, "DaemonSet", "meshguard-agent");
+    let main = container(agent, "containers", "agent").unwrap();
+    assert_eq!(
+        env_value(main, "MESHGUARD_EXT_PROC_LISTEN"),
+        "unix:/run/meshguard/ext-proc.sock"
+    );
+    assert_eq!(env_value(main, "MESHGUARD_UNMATCHED_ROUTE"), "deny");
 }
 
 #[test]
@@ -250,6 +274,14 @@ fn bad_values_are_refused_naming_the_field() {
         ),
         (json!({ "operator": { "replica": 3 } }), "replica"),
         (json!({ "logFormat": "xml" }), "/logFormat"),
+        (
+            json!({ "agent": { "extProc": { "listen": "9901" } } }),
+            "/agent/extProc/listen",
+        ),
+        (
+            json!({ "agent": { "extProc": { "unmatchedRoute": "maybe" } } }),
+            "/agent/extProc/unmatchedRoute",
+        ),
     ] {
         let output = chart("render", &values, "meshguard", "meshguard-system");
         let stderr = String::from_utf8_lossy(&output.stderr);

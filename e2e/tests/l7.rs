@@ -367,6 +367,29 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     bob["headers"]["x-api-key"] = json!("key-of-bob");
     assert_eq!(proxy.one(bob)["status"], 200, "bob has a bucket of his own");
 
+    // Every answer counted by chain, deciding step and outcome.
+    let metrics = mesh.metrics("web-1");
+    let count = |labels: &str| -> u64 {
+        let line = format!("meshguard_agent_l7_requests_total{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        count(r#"chain="shop/orders",step="2:rateLimit",outcome="refused""#),
+        1
+    );
+    assert_eq!(count(r#"chain="-",step="",outcome="unmatched""#), 1);
+    assert!(count(r#"chain="shop/audited",step="0:apiKey",outcome="audited""#) >= 2);
+    assert_eq!(
+        count(r#"chain="shop/admin",step="0:access",outcome="refused""#),
+        1
+    );
+    assert!(metrics.contains("meshguard_agent_l7_chains 3"), "{metrics}");
+
     // The agent gone: Envoy fails closed.
     mesh.stop_agent("web-1").unwrap();
     let proxy = Proxy {

@@ -28,7 +28,7 @@ use crate::{
         chains::Current,
         server::{self, Processor},
     },
-    metrics::{KindLabel, Metrics, ResultLabel},
+    metrics::{KindLabel, Metrics, RequestLabels, ResultLabel},
     netdev::Netdev,
     reconcile::{ApplyError, Reconciler, Settings},
     state::{self, Update, kube::StatusWriter},
@@ -119,7 +119,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 UnmatchedRoute::Deny => meshguard_policy::l7::Unmatched::Deny,
                 UnmatchedRoute::Allow => meshguard_policy::l7::Unmatched::Allow,
             },
-            observe: Arc::new(observe_request),
+            observe: {
+                let metrics = metrics.clone();
+                Arc::new(
+                    move |outcome: &meshguard_policy::l7::Outcome,
+                          seconds: f64,
+                          request_id: Option<&str>| {
+                        observe_request(&metrics, outcome, seconds, request_id)
+                    },
+                )
+            },
+            streams: metrics.l7_streams.clone(),
         };
         tracing::info!(listen = ?listen, "serving PolicyChains over ext_proc");
         tokio::spawn(async move {
@@ -164,23 +174,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                             "the NodePolicy's listen port differs from the one registered in the MeshNode (--listen-port): peers will miss"
                         );
                     }
-                    if args.ext_proc_listen.is_some() {
-                        // Independent of the packet filter: a chain that cannot
-                        // run keeps the previous chains, not the previous rules.
-                        match chains.replace(&spec.chains) {
+                    // PolicyChains, independent of the packet filter: a chain
+                    // that cannot run keeps the previous chains, not the
+                    // previous rules. `ChainsServed` tells the operator.
+                    let chains_served = match &args.ext_proc_listen {
+                        None if spec.chains.is_empty() => (true, "NoChains", String::new()),
+                        None => (false, "NotListening", format!(
+                            "revision {}: {} PolicyChains, but the agent runs without --ext-proc-listen", spec.revision, spec.chains.len()
+                        )),
+                        Some(listen) => match chains.replace(&spec.chains) {
                             Ok(served) => {
+                                metrics.l7_chains.set(served as i64);
                                 tracing::info!(revision = %spec.revision, chains = served, "PolicyChains served");
-                                if status::condition(&status, "Degraded").is_some_and(|c| c.reason == "ChainsInvalid") {
-                                    set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "");
-                                }
+                                (true, "Served", format!("revision {}: {served} PolicyChains served at {listen}", spec.revision))
                             }
                             Err(e) => {
                                 let message = format!("revision {}: {e}; the previous chains stay served", spec.revision);
                                 tracing::error!(%message);
-                                set_condition(&mut status.conditions, "Degraded", true, "ChainsInvalid", &message);
+                                (false, "ChainsInvalid", message)
                             }
-                        }
-                    }
+                        },
+                    };
+                    set_condition(&mut status.conditions, "ChainsServed", chains_served.0, chains_served.1, &chains_served.2);
                     let started = Instant::now();
                     let worker = reconciler.clone();
                     let revision = spec.revision.clone();
@@ -253,6 +268,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             },
             _ = resync.tick() => {
+                let now = std::time::SystemTime::now().duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default();
+                metrics.l7_rate_limit_keys.set(chains.forget_idle(now) as i64);
                 if !status_written {
                     status_written = write_status(&sink, &status).await;
                 }
@@ -277,13 +294,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One answered request, in the log: the chain, the deciding step, the
-/// status and Envoy's request id (never a credential).
+/// One answered request, counted and logged: the chain, the deciding
+/// step, the status and Envoy's request id (never a credential).
 fn observe_request(
+    metrics: &Metrics,
     outcome: &meshguard_policy::l7::Outcome,
     seconds: f64,
     request_id: Option<&str>,
 ) {
+    let decided = outcome.refusal.as_ref().or(outcome.audited.as_ref());
+    let label = RequestLabels {
+        chain: outcome.chain.clone().unwrap_or_else(|| "-".to_owned()),
+        step: decided
+            .and_then(|r| r.step)
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        outcome: match (&outcome.chain, &outcome.refusal, &outcome.audited) {
+            (None, _, _) => "unmatched",
+            (_, Some(_), _) => "refused",
+            (_, None, Some(_)) => "audited",
+            (_, None, None) => "passed",
+        },
+    };
+    metrics.l7_requests.get_or_create(&label).inc();
+    metrics.l7_seconds.observe(seconds);
     let step = outcome
         .refusal
         .as_ref()

@@ -30,6 +30,17 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// One answered HTTP request: the chain (`-` when none served it), the
+/// deciding step (`<index>:<kind>`, empty when it passed) and the outcome:
+/// `passed`, `refused`, `audited` (an Audit-mode chain would have refused)
+/// or `unmatched` (no chain, `--unmatched-route` decided).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub chain: String,
+    pub step: String,
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub apply_seconds: Histogram,
     pub applies: Family<ResultLabel, Counter>,
@@ -38,6 +49,11 @@ pub struct Metrics {
     pub connections_cut: Counter,
     pub peers: Gauge,
     pub rules: Gauge,
+    pub l7_requests: Family<RequestLabels, Counter>,
+    pub l7_seconds: Histogram,
+    pub l7_streams: Gauge,
+    pub l7_chains: Gauge,
+    pub l7_rate_limit_keys: Gauge,
 }
 
 impl Metrics {
@@ -56,6 +72,13 @@ impl Metrics {
             connections_cut: Counter::default(),
             peers: Gauge::default(),
             rules: Gauge::default(),
+            l7_requests: Family::default(),
+            l7_seconds: Histogram::new([
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+            ]),
+            l7_streams: Gauge::default(),
+            l7_chains: Gauge::default(),
+            l7_rate_limit_keys: Gauge::default(),
         };
         let prefix = registry.sub_registry_with_prefix("meshguard_agent");
         prefix.register(
@@ -92,6 +115,31 @@ impl Metrics {
             "rules",
             "Packet-filter rules installed for policy rules",
             metrics.rules.clone(),
+        );
+        prefix.register(
+            "l7_requests",
+            "HTTP requests answered over ext_proc, by chain, deciding step and outcome",
+            metrics.l7_requests.clone(),
+        );
+        prefix.register(
+            "l7_request_duration_seconds",
+            "Time to evaluate a request's chain (selection included)",
+            metrics.l7_seconds.clone(),
+        );
+        prefix.register(
+            "l7_streams",
+            "ext_proc streams open (one per HTTP request in flight)",
+            metrics.l7_streams.clone(),
+        );
+        prefix.register(
+            "l7_chains",
+            "PolicyChains served over ext_proc",
+            metrics.l7_chains.clone(),
+        );
+        prefix.register(
+            "l7_rate_limit_keys",
+            "Rate-limit buckets held (idle ones are dropped at each resync)",
+            metrics.l7_rate_limit_keys.clone(),
         );
         registry.register_collector(Box::new(RuleCollector {
             read: rule_counters,

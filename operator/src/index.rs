@@ -80,6 +80,9 @@ pub struct Observed {
     pub revision: String,
     /// `status.observedRevision`: what the node's agent enforces.
     pub enforced: Option<String>,
+    /// The agent enforces `revision` and serves its PolicyChains (its
+    /// `ChainsServed` condition is True).
+    pub chains_served: bool,
 }
 
 fn name(meta: &kube::api::ObjectMeta) -> String {

@@ -358,26 +358,33 @@ fn audit_peers_are_listed_only_when_the_operator_is_asked() {
 /// a chain every targeted agent has in its applied NodePolicy is still not
 /// Ready: the status says so instead of claiming "served".
 #[test]
-fn a_compiled_chain_is_not_ready_while_agents_do_not_report_serving_it() {
+fn a_chain_is_ready_only_when_every_agent_reports_serving_it() {
     let mut index = three_tier();
     index.apply(Update::Chain(Box::new(api_key_chain())));
     index.apply(Update::Secret(clients_secret()));
     let mut reconciler = reconciler();
     let plan = reconciler.plan(&index, &now());
     written_back(&mut index, &plan, true);
+    // Applied by the agents, but none says it serves chains.
     agents_apply(&mut index);
     let plan = reconciler.plan(&index, &now());
     written_back(&mut index, &plan, true);
-    let status = index.chains[&("shop".to_owned(), "orders".to_owned())]
-        .status
-        .clone()
-        .unwrap();
+    let key = ("shop".to_owned(), "orders".to_owned());
+    let status = index.chains[&key].status.clone().unwrap();
     assert_eq!(condition(&status.conditions, "Accepted").0, "True");
     let (state, reason, message) = condition(&status.conditions, "Ready");
+    assert_eq!((state, reason), ("False", "NotServed"), "{message}");
+    assert!(message.starts_with("served on 0 of 2 nodes"), "{message}");
+    assert_eq!(status.nodes, Some(0));
+
+    agents_serve_chains(&mut index);
+    let plan = reconciler.plan(&index, &now());
+    written_back(&mut index, &plan, true);
+    let status = index.chains[&key].status.clone().unwrap();
+    let (state, reason, message) = condition(&status.conditions, "Ready");
     assert_eq!(
-        (state, reason),
-        ("False", "ServingNotReported"),
-        "{message}"
+        (state, reason, message),
+        ("True", "Served", "served on all 2 nodes")
     );
-    assert!(message.contains("2 NodePolicies"), "{message}");
+    assert_eq!(status.nodes, Some(2));
 }

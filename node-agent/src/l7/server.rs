@@ -49,6 +49,15 @@ impl std::str::FromStr for Listen {
     }
 }
 
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(address) => write!(f, "{address}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// Observes each answered request (metrics, logs).
 pub type Observe = dyn Fn(&Outcome, f64, Option<&str>) + Send + Sync;
 
@@ -56,6 +65,8 @@ pub struct Processor {
     pub current: Current,
     pub unmatched: Unmatched,
     pub observe: std::sync::Arc<Observe>,
+    /// Streams open now.
+    pub streams: prometheus_client::metrics::gauge::Gauge,
 }
 
 type Responses = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
@@ -78,7 +89,17 @@ impl ExternalProcessor for Processor {
         let observe = self.observe.clone();
         let mut inbound = request.into_inner();
         let (send, receive) = mpsc::channel(4);
+        let streams = self.streams.clone();
+        streams.inc();
         tokio::spawn(async move {
+            // Counted down however the stream ends.
+            struct Open(prometheus_client::metrics::gauge::Gauge);
+            impl Drop for Open {
+                fn drop(&mut self) {
+                    self.0.dec();
+                }
+            }
+            let _open = Open(streams);
             let mut response_changes = HeaderChanges::default();
             loop {
                 let message = match inbound.message().await {

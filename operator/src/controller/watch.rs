@@ -90,14 +90,15 @@ pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>) {
         tx,
         |p: NodePolicyHead| {
             let name = p.metadata.name.clone().unwrap_or_default();
-            Update::NodePolicy(
-                name,
+            Update::NodePolicy(name, {
+                let status = p.status.unwrap_or_default();
                 Observed {
                     uid: p.metadata.uid,
+                    chains_served: status.enforced_with_chains(&p.spec.revision),
                     revision: p.spec.revision,
-                    enforced: p.status.and_then(|s| s.observed_revision),
-                },
-            )
+                    enforced: status.observed_revision,
+                }
+            })
         },
         |k| Update::NodePolicyGone(k.1),
     );
@@ -200,6 +201,27 @@ struct HeadSpec {
 #[serde(rename_all = "camelCase")]
 struct HeadStatus {
     observed_revision: Option<String>,
+    #[serde(default)]
+    conditions: Vec<HeadCondition>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct HeadCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+}
+
+impl HeadStatus {
+    /// Whether the agent enforces `revision` and serves its chains: its
+    /// `ChainsServed` condition is True and it observed that revision.
+    fn enforced_with_chains(&self, revision: &str) -> bool {
+        self.observed_revision.as_deref() == Some(revision)
+            && self
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ChainsServed" && c.status == "True")
+    }
 }
 
 impl Resource for NodePolicyHead {
@@ -240,8 +262,15 @@ mod tests {
         let text = r#"{"apiVersion":"meshguard.io/v1alpha1","kind":"NodePolicy",
             "metadata":{"name":"db-1","uid":"u1"},
             "spec":{"revision":"abc","peers":[{"name":"web-1"}],"ingress":[]},
-            "status":{"observedRevision":"abb","peers":3}}"#;
+            "status":{"observedRevision":"abb","peers":3,
+                "conditions":[{"type":"ChainsServed","status":"True","reason":"Served"}]}}"#;
         let head: NodePolicyHead = serde_json::from_str(text).unwrap();
+        let status = head.status.clone().unwrap();
+        assert!(
+            !status.enforced_with_chains("abc"),
+            "another revision is observed"
+        );
+        assert!(status.enforced_with_chains("abb"));
         assert_eq!(
             (
                 head.spec.revision.as_str(),

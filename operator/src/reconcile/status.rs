@@ -102,6 +102,23 @@ impl View<'_> {
         (all, done)
     }
 
+    /// Of these nodes, how many, and how many whose agent enforces the
+    /// revision we want and says it serves that revision's chains.
+    fn serving<'n>(&self, nodes: impl IntoIterator<Item = &'n str>) -> (usize, Vec<&'n str>) {
+        let mut all = 0;
+        let mut missing = Vec::new();
+        for node in nodes {
+            all += 1;
+            let served = self.index.node_policies.get(node).is_some_and(|p| {
+                p.chains_served && Some(p.revision.as_str()) == self.compiled.revision(node)
+            });
+            if !served {
+                missing.push(node);
+            }
+        }
+        (all, missing)
+    }
+
     fn warnings(&self, kind: &str, namespace: Option<&str>, name: &str) -> Vec<String> {
         self.compiled
             .diagnostics()
@@ -247,25 +264,32 @@ impl View<'_> {
                     }
                 }
             }
-            // Agents serve chains only with --ext-proc-listen and do not
-            // report it yet: being in a node's applied NodePolicy is not
-            // being served, so Ready stays False until agents report it.
-            let all = self
-                .compiled
-                .chain_members(&format!("{namespace}/{name}"))
-                .len();
+            // Ready when every node the chain goes to has an agent that
+            // enforces the wanted revision and reports serving its chains
+            // (`ChainsServed`, which needs --ext-proc-listen).
+            let qualified = format!("{namespace}/{name}");
+            let (all, missing) = self.serving(self.compiled.chain_members(&qualified));
             if all == 0 {
                 c.set("Ready", false, "NoNodes", "no node serves the chain");
+            } else if missing.is_empty() {
+                c.set(
+                    "Ready",
+                    true,
+                    "Served",
+                    &format!("served on all {all} nodes"),
+                );
             } else {
                 let message = format!(
-                    "compiled into {all} NodePolicies; agents serve chains only when run with --ext-proc-listen and do not report serving yet, so whether this chain is enforced is not known"
+                    "served on {} of {all} nodes; not (yet) on {} (agents serve chains when run with --ext-proc-listen)",
+                    all - missing.len(),
+                    listing(&missing.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 );
-                c.set("Ready", false, "ServingNotReported", &message);
+                c.set("Ready", false, "NotServed", &message);
             }
             let desired = PolicyChainStatus {
                 observed_generation: chain.metadata.generation,
                 conditions: c.list,
-                nodes: Some(count(all)),
+                nodes: Some(count(all - missing.len())),
             };
             self.notes(
                 plan,

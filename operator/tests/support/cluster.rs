@@ -119,6 +119,7 @@ pub fn written_back(index: &mut Index, plan: &meshguard_operator::reconcile::Pla
             uid: Some(format!("uid-np-{name}")),
             revision: object.spec.revision.clone(),
             enforced: applied.then(|| object.spec.revision.clone()),
+            chains_served: false,
         };
         index.apply(Update::NodePolicy(name, observed));
     }
@@ -152,6 +153,21 @@ pub fn agents_apply(index: &mut Index) {
         .collect();
     for (name, mut observed) in policies {
         observed.enforced = Some(observed.revision.clone());
+        index.apply(Update::NodePolicy(name, observed));
+    }
+}
+
+/// Every agent enforces its NodePolicy and reports serving its chains
+/// (`ChainsServed=True`, as an agent run with --ext-proc-listen does).
+pub fn agents_serve_chains(index: &mut Index) {
+    let policies: Vec<(String, Observed)> = index
+        .node_policies
+        .iter()
+        .map(|(n, o)| (n.clone(), o.clone()))
+        .collect();
+    for (name, mut observed) in policies {
+        observed.enforced = Some(observed.revision.clone());
+        observed.chains_served = true;
         index.apply(Update::NodePolicy(name, observed));
     }
 }
