@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use meshguard_e2e::mesh::Mesh;
+use meshguard_e2e::{mesh::Mesh, netns::Namespaces};
 use meshguard_testkit::tokens::{mint, venv_tool};
 use serde_json::{Value, json};
 
@@ -28,7 +28,9 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn inputs(jwks: &str) -> String {
+/// The chains; `version` goes into a response header of the audited chain,
+/// to tell which NodePolicy answered.
+fn inputs(jwks: &str, version: u32) -> String {
     format!(
         r#"apiVersion: v1
 kind: Secret
@@ -67,6 +69,7 @@ spec:
   mode: Audit
   policies:
   - apiKey: {{ header: x-api-key, secretRef: {{ name: clients }} }}
+  - headers: {{ response: {{ set: {{ x-version: "{version}" }} }} }}
 ---
 apiVersion: meshguard.io/v1alpha1
 kind: PolicyChain
@@ -143,27 +146,38 @@ struct Proxy<'a> {
 impl Proxy<'_> {
     /// Sends the requests through Envoy; one answer each.
     fn send(&self, requests: &[Value]) -> Vec<Value> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/python/send.py");
-        let out = self
+        let ns = &self
             .mesh
-            .exec(
-                self.node,
-                venv_tool("python").to_str().unwrap(),
-                &[
-                    script.to_str().unwrap(),
-                    &format!("http://127.0.0.1:{LISTEN}"),
-                    &Value::from(requests.to_vec()).to_string(),
-                ],
-            )
-            .unwrap();
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+            .nodes
+            .iter()
+            .find(|n| n.name == self.node)
+            .unwrap()
+            .ns;
+        send_in(ns, requests)
     }
 
     fn one(&self, request: Value) -> Value {
         self.send(&[request]).remove(0)
     }
+}
+
+/// `send.py` inside the node's namespaces (a free function: a `Mesh` stays
+/// on its thread, its namespaces may go to another).
+fn send_in(ns: &Namespaces, requests: &[Value]) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/python/send.py");
+    let out = ns
+        .check(
+            venv_tool("python").to_str().unwrap(),
+            &[
+                script.to_str().unwrap(),
+                &format!("http://127.0.0.1:{LISTEN}"),
+                &Value::from(requests.to_vec()).to_string(),
+            ],
+        )
+        .unwrap();
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// What `meshguard check-request` predicts for a request, as its JSON.
@@ -207,7 +221,7 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     let token = |i: usize| format!("Bearer {}", minted["tokens"][i].as_str().unwrap());
     let mut mesh = Mesh::new(&[("web-1", &[("role", "web")])]).unwrap();
     let revisions = mesh
-        .set_policies(&inputs(&minted["jwks"].to_string()))
+        .set_policies(&inputs(&minted["jwks"].to_string(), 1))
         .unwrap();
     mesh.start_agent(
         "web-1",
@@ -366,6 +380,40 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     let mut bob = good.clone();
     bob["headers"]["x-api-key"] = json!("key-of-bob");
     assert_eq!(proxy.one(bob)["status"], 200, "bob has a bucket of his own");
+
+    // A new NodePolicy swaps the chains under load: no request fails, and
+    // the answers move from the old chains to the new ones.
+    let load: Vec<Value> = vec![json!({ "path": "/audit/load" }); 300];
+    let load = &load;
+    let answers = std::thread::scope(|scope| {
+        let ns = mesh.nodes[0].ns.clone();
+        let sender = scope.spawn(move || send_in(&ns, load));
+        std::thread::sleep(Duration::from_millis(300));
+        let revisions = mesh
+            .set_policies(&inputs(&minted["jwks"].to_string(), 2))
+            .unwrap();
+        mesh.wait_applied(&revisions, Duration::from_secs(20))
+            .unwrap();
+        sender.join().unwrap()
+    });
+    assert_eq!(answers.len(), 300);
+    assert!(
+        answers.iter().all(|a| a["status"] == 200),
+        "a request failed during the swap"
+    );
+    let versions: Vec<&str> = answers
+        .iter()
+        .map(|a| a["headers"]["x-version"].as_str().unwrap())
+        .collect();
+    let first_new = versions
+        .iter()
+        .position(|v| *v == "2")
+        .expect("the swap came after the load");
+    assert!(first_new > 0, "the load started before the swap");
+    assert!(
+        versions[first_new..].iter().all(|v| *v == "2"),
+        "no old answer after the first new one"
+    );
 
     // Every answer counted by chain, deciding step and outcome.
     let metrics = mesh.metrics("web-1");
