@@ -447,3 +447,39 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     let down = proxy.one(good);
     assert_eq!(down["status"], 500, "{down}");
 }
+
+#[test]
+fn a_port_in_use_leaves_chains_unserved_and_said_so_while_packets_are_enforced() {
+    let minted = mint(&json!({ "keys": [{ "kid": "k1", "kty": "RSA" }] }));
+    let mut mesh = Mesh::new(&[("web-1", &[("role", "web")])]).unwrap();
+    // Something else holds the port first.
+    mesh.serve("web-1", &[EXT_PROC], &[]).unwrap();
+    let revisions = mesh
+        .set_policies(&inputs(&minted["jwks"].to_string(), 1))
+        .unwrap();
+    mesh.start_agent(
+        "web-1",
+        &["--ext-proc-listen", &format!("127.0.0.1:{EXT_PROC}")],
+    )
+    .unwrap();
+    // Applied: peers and the packet filter are enforced regardless.
+    mesh.wait_applied(&revisions, Duration::from_secs(20))
+        .unwrap();
+    let status = mesh.status("web-1").unwrap();
+    let served = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ChainsServed")
+        .unwrap();
+    assert_eq!(
+        (served.status.as_str(), served.reason.as_str()),
+        ("False", "ListenFailed"),
+        "{}",
+        served.message
+    );
+    assert!(
+        served.message.contains("cannot listen on 127.0.0.1:9901"),
+        "{}",
+        served.message
+    );
+}

@@ -112,6 +112,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // PolicyChains: served only with --ext-proc-listen; the server runs
     // beside the reconciler and shares nothing with it but the chain set.
     let chains = Current::default();
+    // Why the ext_proc server is not serving (could not bind, or stopped).
+    let ext_proc_down: Arc<Mutex<Option<String>>> = Arc::default();
     if let Some(listen) = args.ext_proc_listen.clone() {
         let processor = Processor {
             current: chains.clone(),
@@ -131,12 +133,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             streams: metrics.l7_streams.clone(),
         };
-        tracing::info!(listen = ?listen, "serving PolicyChains over ext_proc");
-        tokio::spawn(async move {
-            if let Err(e) = server::serve(listen.clone(), processor).await {
-                tracing::error!(listen = ?listen, error = %e, "ext_proc server stopped; chains are not served");
+        // Bound now, so that a port in use is reported in the status
+        // (ChainsServed=False) while the packet filter is enforced as usual.
+        match server::bind(&listen).await {
+            Ok(bound) => {
+                tracing::info!(%listen, "serving PolicyChains over ext_proc");
+                let stopped = ext_proc_down.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = server::serve(bound, processor).await {
+                        tracing::error!(%listen, error = %e, "ext_proc server stopped; chains are not served");
+                    }
+                    *stopped.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("the ext_proc server at {listen} stopped"));
+                });
             }
-        });
+            Err(e) => {
+                let message = format!("cannot listen on {listen}: {e}");
+                tracing::error!(%message, "chains are not served; the packet filter is enforced as usual");
+                *ext_proc_down.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+            }
+        }
     }
 
     let (updates, mut incoming) = mpsc::channel(16);
@@ -183,6 +199,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                             "revision {}: {} PolicyChains, but the agent runs without --ext-proc-listen", spec.revision, spec.chains.len()
                         )),
                         Some(listen) => match chains.replace(&spec.chains) {
+                            Ok(_) if ext_proc_down.lock().unwrap_or_else(|p| p.into_inner()).is_some() => {
+                                let why = ext_proc_down.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+                                (false, "ListenFailed", format!("revision {}: {why}; chains are not served", spec.revision))
+                            }
                             Ok(served) => {
                                 metrics.l7_chains.set(served as i64);
                                 tracing::info!(revision = %spec.revision, chains = served, "PolicyChains served");

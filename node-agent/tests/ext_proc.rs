@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::{
 };
 use meshguard_agent::l7::{
     chains::Current,
-    server::{Listen, Processor, serve},
+    server::{Listen, Processor, bind, serve},
 };
 use meshguard_policy::l7::Unmatched;
 use prometheus_client::metrics::gauge::Gauge;
@@ -49,7 +49,8 @@ async fn server() -> ExternalProcessorClient<Channel> {
         observe: Arc::new(|_, _, _| {}),
         streams: Gauge::default(),
     };
-    tokio::spawn(serve(Listen::Tcp(address), processor));
+    let bound = bind(&Listen::Tcp(address)).await.unwrap();
+    tokio::spawn(serve(bound, processor));
     for _ in 0..100 {
         if let Ok(client) = ExternalProcessorClient::connect(format!("http://{address}")).await {
             return client.max_encoding_message_size(64 << 20);

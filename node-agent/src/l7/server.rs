@@ -193,15 +193,39 @@ fn passing(response: Response) -> ProcessingResponse {
     }
 }
 
-/// Serves until the process ends.
-pub async fn serve(listen: Listen, processor: Processor) -> anyhow::Result<()> {
+/// A listening socket, bound before serving so that a port in use is
+/// known at once (and reported), not found later in a background task.
+pub enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+pub async fn bind(listen: &Listen) -> std::io::Result<Bound> {
+    Ok(match listen {
+        Listen::Tcp(address) => Bound::Tcp(tokio::net::TcpListener::bind(address).await?),
+        Listen::Unix(path) => {
+            // A socket left by an earlier run; anything else is not ours.
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                std::fs::remove_file(path)?;
+            }
+            Bound::Unix(tokio::net::UnixListener::bind(path)?)
+        }
+    })
+}
+
+/// Serves on the bound socket until the process ends (or the socket fails).
+pub async fn serve(bound: Bound, processor: Processor) -> anyhow::Result<()> {
     let service = ExternalProcessorServer::new(processor);
     let router = tonic::transport::Server::builder().add_service(service);
-    match listen {
-        Listen::Tcp(address) => router.serve(address).await?,
-        Listen::Unix(path) => {
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)?;
+    match bound {
+        Bound::Tcp(listener) => {
+            router
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await?
+        }
+        Bound::Unix(listener) => {
             router
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
                 .await?
