@@ -138,6 +138,17 @@ fn envoy_config() -> String {
     )
 }
 
+/// The node's `ChainsServed` condition: status, reason, message.
+fn chains_served(mesh: &Mesh, node: &str) -> (String, String, String) {
+    let status = mesh.status(node).unwrap();
+    let c = status
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ChainsServed")
+        .unwrap_or_else(|| panic!("{node} reports no ChainsServed condition"));
+    (c.status, c.reason, c.message)
+}
+
 struct Proxy<'a> {
     mesh: &'a Mesh,
     node: &'a str,
@@ -230,6 +241,16 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     .unwrap();
     mesh.wait_applied(&revisions, Duration::from_secs(20))
         .unwrap();
+    let (state, reason, message) = chains_served(&mesh, "web-1");
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        ("True", "Served"),
+        "{message}"
+    );
+    assert!(
+        message.contains("3 PolicyChains served at 127.0.0.1:9901"),
+        "{message}"
+    );
     let python = venv_tool("python");
     let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/python/echo.py");
     mesh.spawn(
@@ -465,21 +486,14 @@ fn a_port_in_use_leaves_chains_unserved_and_said_so_while_packets_are_enforced()
     // Applied: peers and the packet filter are enforced regardless.
     mesh.wait_applied(&revisions, Duration::from_secs(20))
         .unwrap();
-    let status = mesh.status("web-1").unwrap();
-    let served = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "ChainsServed")
-        .unwrap();
+    let (state, reason, message) = chains_served(&mesh, "web-1");
     assert_eq!(
-        (served.status.as_str(), served.reason.as_str()),
+        (state.as_str(), reason.as_str()),
         ("False", "ListenFailed"),
-        "{}",
-        served.message
+        "{message}"
     );
     assert!(
-        served.message.contains("cannot listen on 127.0.0.1:9901"),
-        "{}",
-        served.message
+        message.contains("cannot listen on 127.0.0.1:9901"),
+        "{message}"
     );
 }

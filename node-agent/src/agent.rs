@@ -198,17 +198,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         None => (false, "NotListening", format!(
                             "revision {}: {} PolicyChains, but the agent runs without --ext-proc-listen", spec.revision, spec.chains.len()
                         )),
-                        Some(listen) => match chains.replace(&spec.chains) {
-                            Ok(_) if ext_proc_down.lock().unwrap_or_else(|p| p.into_inner()).is_some() => {
-                                let why = ext_proc_down.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+                        Some(listen) => match (ext_proc_down.lock().unwrap_or_else(|p| p.into_inner()).clone(), chains.replace(&spec.chains)) {
+                            (Some(why), Ok(_)) => {
                                 (false, "ListenFailed", format!("revision {}: {why}; chains are not served", spec.revision))
                             }
-                            Ok(served) => {
+                            (None, Ok(served)) => {
                                 metrics.l7_chains.set(served as i64);
                                 tracing::info!(revision = %spec.revision, chains = served, "PolicyChains served");
                                 (true, "Served", format!("revision {}: {served} PolicyChains served at {listen}", spec.revision))
                             }
-                            Err(e) => {
+                            (_, Err(e)) => {
                                 let message = format!("revision {}: {e}; the previous chains stay served", spec.revision);
                                 tracing::error!(%message);
                                 (false, "ChainsInvalid", message)

@@ -146,20 +146,16 @@ pub fn written_back(index: &mut Index, plan: &meshguard_operator::reconcile::Pla
 
 /// Marks every NodePolicy in the index as applied by its agent.
 pub fn agents_apply(index: &mut Index) {
-    let policies: Vec<(String, Observed)> = index
-        .node_policies
-        .iter()
-        .map(|(n, o)| (n.clone(), o.clone()))
-        .collect();
-    for (name, mut observed) in policies {
-        observed.enforced = Some(observed.revision.clone());
-        index.apply(Update::NodePolicy(name, observed));
-    }
+    agents_report(index, false);
 }
 
 /// Every agent enforces its NodePolicy and reports serving its chains
 /// (`ChainsServed=True`, as an agent run with --ext-proc-listen does).
 pub fn agents_serve_chains(index: &mut Index) {
+    agents_report(index, true);
+}
+
+fn agents_report(index: &mut Index, chains_served: bool) {
     let policies: Vec<(String, Observed)> = index
         .node_policies
         .iter()
@@ -167,7 +163,7 @@ pub fn agents_serve_chains(index: &mut Index) {
         .collect();
     for (name, mut observed) in policies {
         observed.enforced = Some(observed.revision.clone());
-        observed.chains_served = true;
+        observed.chains_served = chains_served;
         index.apply(Update::NodePolicy(name, observed));
     }
 }

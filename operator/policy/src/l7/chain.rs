@@ -449,10 +449,7 @@ fn access_match(m: &AccessMatch) -> Result<Match, String> {
         })
         .transpose()?;
     Ok(Match {
-        methods: m
-            .methods
-            .as_ref()
-            .map(|ms| ms.iter().map(|x| method(*x)).collect()),
+        methods: methods(&m.methods),
         path_prefixes: m.path_prefixes.clone(),
         headers: None,
         source_cidrs,
@@ -469,10 +466,7 @@ fn when_match(m: &RequestMatch) -> Result<Match, String> {
         return Err("needs at least one of methods, pathPrefixes or headers".to_owned());
     }
     Ok(Match {
-        methods: m
-            .methods
-            .as_ref()
-            .map(|ms| ms.iter().map(|x| method(*x)).collect()),
+        methods: methods(&m.methods),
         path_prefixes: m.path_prefixes.clone(),
         headers: m.headers.as_ref().map(|h| {
             h.iter()
@@ -483,6 +477,8 @@ fn when_match(m: &RequestMatch) -> Result<Match, String> {
     })
 }
 
-fn method(m: HttpMethod) -> String {
-    format!("{m:?}")
+/// Methods as they arrive on the wire (`GET`).
+fn methods(list: &Option<Vec<HttpMethod>>) -> Option<Vec<String>> {
+    list.as_ref()
+        .map(|ms| ms.iter().map(|m| format!("{m:?}")).collect())
 }
