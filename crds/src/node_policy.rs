@@ -229,6 +229,9 @@ pub struct CompiledCredential {
 #[serde(rename_all = "camelCase")]
 pub struct CompiledApiKey {
     pub header: String,
+    /// Read when the header is absent; removed from the forwarded path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameter: Option<String>,
     pub keys: Vec<ApiKeyDigest>,
 }
 

@@ -146,6 +146,12 @@ pub struct ApiKeyStep {
     #[serde(default = "default_api_key_header")]
     #[schemars(length(min = 1, max = 256), regex(pattern = patterns::HTTP_HEADER_NAME))]
     pub header: String,
+    /// A query parameter that carries the key when the header is absent,
+    /// for clients that cannot set headers. The parameter is removed from
+    /// the path forwarded upstream, so the key reaches no upstream log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._~-]+$"))]
+    pub query_parameter: Option<String>,
     /// The Secret, in the chain's namespace, with one entry per client: client id -> key.
     pub secret_ref: LocalObjectRef,
 }
@@ -278,6 +284,11 @@ pub struct RateLimitStep {
     /// What gets its own bucket; absent means one bucket per route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<RateLimitKey>,
+    /// Tell clients their budget: `X-RateLimit-Limit` (the burst),
+    /// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until the
+    /// bucket is full) on every answer this step decides or passes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_limit_headers: bool,
 }
 
 /// The period of a rate limit.

@@ -209,9 +209,9 @@ fn kernel_mode_has_no_daemon_and_audit_agents_get_audit_peers() {
 
 #[test]
 fn ext_proc_is_served_where_the_values_say() {
-    let docs = render(
-        &json!({ "agent": { "extProc": { "listen": "unix:/run/meshguard/ext-proc.sock" } } }),
-    );
+    let docs = render(&json!({ "agent": { "extProc": {
+        "listen": "unix:/run/meshguard/ext-proc.sock", "jwks": { "refetchInterval": "1m" }
+    } } }));
     let agent = find(&docs, "DaemonSet", "meshguard-agent");
     let main = container(agent, "containers", "agent").unwrap();
     assert_eq!(
@@ -219,6 +219,10 @@ fn ext_proc_is_served_where_the_values_say() {
         "unix:/run/meshguard/ext-proc.sock"
     );
     assert_eq!(env_value(main, "MESHGUARD_UNMATCHED_ROUTE"), "deny");
+    // The agent's own defaults unless a value says otherwise.
+    assert_eq!(env_value(main, "MESHGUARD_JWKS_TIMEOUT"), "5s");
+    assert_eq!(env_value(main, "MESHGUARD_JWKS_REFRESH"), "5m");
+    assert_eq!(env_value(main, "MESHGUARD_JWKS_REFETCH_INTERVAL"), "1m");
 }
 
 #[test]
@@ -281,6 +285,10 @@ fn bad_values_are_refused_naming_the_field() {
         (
             json!({ "agent": { "extProc": { "unmatchedRoute": "maybe" } } }),
             "/agent/extProc/unmatchedRoute",
+        ),
+        (
+            json!({ "agent": { "extProc": { "jwks": { "timeout": "soon" } } } }),
+            "/agent/extProc/jwks/timeout",
         ),
     ] {
         let output = chart("render", &values, "meshguard", "meshguard-system");

@@ -78,6 +78,15 @@ spec:
   routes: [admin-by-name-only]
   policies:
   - access: {{ deny: {{ methods: [GET] }} }}
+---
+apiVersion: meshguard.io/v1alpha1
+kind: PolicyChain
+metadata: {{ name: query, namespace: shop }}
+spec:
+  routes: [query-v1]
+  policies:
+  - apiKey: {{ queryParameter: api_key, secretRef: {{ name: clients }} }}
+  - rateLimit: {{ requests: 2, per: Minute, key: {{ clientId: true }}, rateLimitHeaders: true }}
 "#
     )
 }
@@ -104,6 +113,7 @@ fn envoy_config() -> String {
               routes:
               - {{ name: orders-v1, match: {{ prefix: /orders }}, route: {{ cluster: upstream }} }}
               - {{ name: audit-v1, match: {{ prefix: /audit }}, route: {{ cluster: upstream }} }}
+              - {{ name: query-v1, match: {{ prefix: /query }}, route: {{ cluster: upstream }} }}
               - name: admin
                 match: {{ prefix: /admin }}
                 route: {{ cluster: upstream }}
@@ -248,7 +258,7 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
         "{message}"
     );
     assert!(
-        message.contains("3 PolicyChains served at 127.0.0.1:9901"),
+        message.contains("4 PolicyChains served at 127.0.0.1:9901"),
         "{message}"
     );
     let python = venv_tool("python");
@@ -339,6 +349,20 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
             200,
         ),
         (
+            "key in the query",
+            Some("query-v1"),
+            None,
+            json!({ "path": "/query/1?api_key=key-of-bob" }),
+            200,
+        ),
+        (
+            "unknown key in the query",
+            Some("query-v1"),
+            None,
+            json!({ "path": "/query/1?api_key=guess" }),
+            401,
+        ),
+        (
             "chain named by metadata",
             None,
             Some("shop/admin"),
@@ -402,6 +426,44 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     bob["headers"]["x-api-key"] = json!("key-of-bob");
     assert_eq!(proxy.one(bob)["status"], 200, "bob has a bucket of his own");
 
+    // A key in the query: the upstream gets the path without it; the rate
+    // limit tells its budget (2 a minute per client) in X-RateLimit-*.
+    let by_query = proxy.send(&vec![
+        json!({ "path": "/query/7?page=2&api_key=key-of-alice" });
+        3
+    ]);
+    let upstream: Value = serde_json::from_str(by_query[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(upstream[":path"], "/query/7?page=2", "{upstream}");
+    let budget: Vec<(&Value, &Value, &Value)> = by_query
+        .iter()
+        .map(|a| {
+            let h = &a["headers"];
+            (
+                &a["status"],
+                &h["x-ratelimit-limit"],
+                &h["x-ratelimit-remaining"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        budget,
+        [
+            (&json!(200), &json!("2"), &json!("1")),
+            (&json!(200), &json!("2"), &json!("0")),
+            (&json!(429), &json!("2"), &json!("0")),
+        ],
+        "{by_query:?}"
+    );
+    let reset: u64 = by_query[2]["headers"]["x-ratelimit-reset"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (59..=60).contains(&reset),
+        "full again in a minute: {reset}"
+    );
+
     // A new NodePolicy swaps the chains under load: no request fails, and
     // the answers move from the old chains to the new ones.
     let load: Vec<Value> = vec![json!({ "path": "/audit/load" }); 300];
@@ -457,7 +519,16 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
         count(r#"chain="shop/admin",step="0:access",outcome="refused""#),
         1
     );
-    assert!(metrics.contains("meshguard_agent_l7_chains 3"), "{metrics}");
+    assert_eq!(
+        count(r#"chain="shop/query",step="1:rateLimit",outcome="refused""#),
+        1
+    );
+    assert!(metrics.contains("meshguard_agent_l7_chains 4"), "{metrics}");
+    // Every step kind that ran has its latency histogram.
+    for kind in ["apiKey", "jwt", "rateLimit", "headers", "access"] {
+        let line = format!("meshguard_agent_l7_step_duration_seconds_count{{kind=\"{kind}\"}} ");
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
 
     // The agent gone: Envoy fails closed.
     mesh.stop_agent("web-1").unwrap();

@@ -26,9 +26,10 @@ use crate::{
     keys::KeyPair,
     l7::{
         chains::Current,
-        server::{self, Processor},
+        jwks::{Fetched, Fetcher, Kept, RemoteJwks, Settings as JwksSettings},
+        server::{self, Answered, Processor},
     },
-    metrics::{KindLabel, Metrics, RequestLabels, ResultLabel},
+    metrics::{KindLabel, Metrics, RequestLabels, ResultLabel, StepKindLabel},
     netdev::Netdev,
     reconcile::{ApplyError, Reconciler, Settings},
     state::{self, Update, kube::StatusWriter},
@@ -112,24 +113,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // PolicyChains: served only with --ext-proc-listen; the server runs
     // beside the reconciler and shares nothing with it but the chain set.
     let chains = Current::default();
+    let jwks = RemoteJwks::new(JwksSettings {
+        refresh: args.jwks_refresh,
+        refetch: args.jwks_refetch_interval,
+    });
     // Why the ext_proc server is not serving (could not bind, or stopped).
     let ext_proc_down: Arc<Mutex<Option<String>>> = Arc::default();
     if let Some(listen) = args.ext_proc_listen.clone() {
+        let fetcher = Fetcher::new(args.jwks_ca_file.as_deref(), args.jwks_timeout)?;
+        if fetcher.roots() == 0 {
+            tracing::warn!(
+                "no certificate authority trusted (the system has none, no --jwks-ca-file): fetches of a jwt step's jwks uri will fail"
+            );
+        }
+        tokio::spawn(jwks.clone().run(fetcher, {
+            let metrics = metrics.clone();
+            let jwks = jwks.clone();
+            move |fetched| observe_fetch(&metrics, &jwks, fetched)
+        }));
         let processor = Processor {
             current: chains.clone(),
+            jwks: jwks.clone(),
             unmatched: match args.unmatched_route {
                 UnmatchedRoute::Deny => meshguard_policy::l7::Unmatched::Deny,
                 UnmatchedRoute::Allow => meshguard_policy::l7::Unmatched::Allow,
             },
             observe: {
                 let metrics = metrics.clone();
-                Arc::new(
-                    move |outcome: &meshguard_policy::l7::Outcome,
-                          seconds: f64,
-                          request_id: Option<&str>| {
-                        observe_request(&metrics, outcome, seconds, request_id)
-                    },
-                )
+                Arc::new(move |answered: Answered<'_>| observe_request(&metrics, answered))
             },
             streams: metrics.l7_streams.clone(),
         };
@@ -204,6 +215,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                             }
                             (None, Ok(served)) => {
                                 metrics.l7_chains.set(served as i64);
+                                let set = chains.get();
+                                jwks.want(set.chains.iter().flat_map(|c| c.remote_jwks()));
                                 tracing::info!(revision = %spec.revision, chains = served, "PolicyChains served");
                                 (true, "Served", format!("revision {}: {served} PolicyChains served at {listen}", spec.revision))
                             }
@@ -315,12 +328,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// One answered request, counted and logged: the chain, the deciding
 /// step, the status and Envoy's request id (never a credential).
-fn observe_request(
-    metrics: &Metrics,
-    outcome: &meshguard_policy::l7::Outcome,
-    seconds: f64,
-    request_id: Option<&str>,
-) {
+fn observe_request(metrics: &Metrics, answered: Answered<'_>) {
+    let Answered {
+        outcome,
+        seconds,
+        steps,
+        request_id,
+    } = answered;
+    for (step, seconds) in steps {
+        metrics
+            .l7_step_seconds
+            .get_or_create(&StepKindLabel { kind: step.kind })
+            .observe(*seconds);
+    }
     let decided = outcome.refusal.as_ref().or(outcome.audited.as_ref());
     let label = RequestLabels {
         chain: outcome.chain.clone().unwrap_or_else(|| "-".to_owned()),
@@ -344,16 +364,54 @@ fn observe_request(
         .map(|s| s.to_string());
     let reason = outcome.refusal.as_ref().map(|r| r.reason.as_str());
     let audited = outcome.audited.as_ref().map(|r| r.reason.as_str());
-    tracing::debug!(
-        chain = outcome.chain.as_deref().unwrap_or("-"),
-        status = outcome.status(),
-        step,
-        reason,
-        audited,
-        request_id,
+    let chain = outcome.chain.as_deref().unwrap_or("-");
+    let status = outcome.status();
+    // Refusals (and what Audit mode would have refused) at info, so that
+    // "why was this refused" is in the log by default; passes at debug.
+    if reason.is_some() || audited.is_some() {
+        tracing::info!(
+            chain,
+            status,
+            step,
+            reason,
+            audited,
+            request_id,
+            seconds,
+            "request refused"
+        );
+    } else {
+        tracing::debug!(chain, status, request_id, seconds, "request passed");
+    }
+}
+
+fn observe_fetch(metrics: &Metrics, jwks: &RemoteJwks, fetched: Fetched<'_>) {
+    let Fetched {
+        uri,
+        result,
+        kept,
         seconds,
-        "request"
-    );
+    } = fetched;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    metrics
+        .jwks_fetches
+        .get_or_create(&ResultLabel { result: label })
+        .inc();
+    metrics.jwks_fetch_seconds.observe(seconds);
+    let (wanted, held) = jwks.counts();
+    metrics.jwks_sets.set(held as i64);
+    metrics.jwks_missing.set((wanted - held) as i64);
+    match (result, kept) {
+        (Ok(keys), _) => tracing::debug!(uri, keys, seconds, "JWKS fetched"),
+        (Err(error), Kept::Previous { held: true }) => {
+            tracing::warn!(uri, %error, "JWKS fetch failed; the last good set stays in use")
+        }
+        (Err(error), _) => {
+            tracing::error!(uri, %error, "JWKS fetch failed and no set is held: its jwt steps cannot verify tokens")
+        }
+    }
 }
 
 /// Starts the state source: the state file, or the Kubernetes API (the

@@ -178,6 +178,21 @@ pub struct RunArgs {
         default_value = "deny"
     )]
     pub unmatched_route: UnmatchedRoute,
+    /// Certificate authorities (a PEM bundle) trusted for JWKS fetches, in
+    /// addition to the system's; for an issuer with a private CA.
+    #[arg(long, env = "MESHGUARD_JWKS_CA_FILE", value_name = "PEM")]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// The longest a JWKS fetch may take (connect, TLS, answer).
+    #[arg(long, env = "MESHGUARD_JWKS_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub jwks_timeout: Duration,
+    /// How often a JWKS held is fetched again.
+    #[arg(long, env = "MESHGUARD_JWKS_REFRESH", default_value = "5m", value_parser = duration)]
+    pub jwks_refresh: Duration,
+    /// The least time between two fetches of one JWKS asked for by tokens
+    /// with an unknown `kid` (also the longest retry wait for a set not yet
+    /// fetched).
+    #[arg(long, env = "MESHGUARD_JWKS_REFETCH_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub jwks_refetch_interval: Duration,
     /// The netlink group Log and Audit rules send packets to (NFLOG).
     #[arg(long, env = "MESHGUARD_NFLOG_GROUP", default_value_t = 100)]
     pub nflog_group: u16,

@@ -41,6 +41,12 @@ pub struct RequestLabels {
     pub outcome: &'static str,
 }
 
+/// A step kind of a chain (`jwt`, `rateLimit`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepKindLabel {
+    pub kind: &'static str,
+}
+
 pub struct Metrics {
     pub apply_seconds: Histogram,
     pub applies: Family<ResultLabel, Counter>,
@@ -54,6 +60,11 @@ pub struct Metrics {
     pub l7_streams: Gauge,
     pub l7_chains: Gauge,
     pub l7_rate_limit_keys: Gauge,
+    pub l7_step_seconds: Family<StepKindLabel, Histogram>,
+    pub jwks_fetches: Family<ResultLabel, Counter>,
+    pub jwks_fetch_seconds: Histogram,
+    pub jwks_sets: Gauge,
+    pub jwks_missing: Gauge,
 }
 
 impl Metrics {
@@ -79,6 +90,15 @@ impl Metrics {
             l7_streams: Gauge::default(),
             l7_chains: Gauge::default(),
             l7_rate_limit_keys: Gauge::default(),
+            l7_step_seconds: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.001,
+                ])
+            }),
+            jwks_fetches: Family::default(),
+            jwks_fetch_seconds: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            jwks_sets: Gauge::default(),
+            jwks_missing: Gauge::default(),
         };
         let prefix = registry.sub_registry_with_prefix("meshguard_agent");
         prefix.register(
@@ -140,6 +160,31 @@ impl Metrics {
             "l7_rate_limit_keys",
             "Rate-limit buckets held (idle ones are dropped at each resync)",
             metrics.l7_rate_limit_keys.clone(),
+        );
+        prefix.register(
+            "l7_step_duration_seconds",
+            "Time of one chain step, by step kind",
+            metrics.l7_step_seconds.clone(),
+        );
+        prefix.register(
+            "jwks_fetches",
+            "JWKS fetches (jwt steps with a uri), by result: ok, invalid (empty or unreadable; not used), http_error, timeout, unreachable",
+            metrics.jwks_fetches.clone(),
+        );
+        prefix.register(
+            "jwks_fetch_duration_seconds",
+            "Time of one JWKS fetch",
+            metrics.jwks_fetch_seconds.clone(),
+        );
+        prefix.register(
+            "jwks_sets",
+            "JWKS URIs of the chains served whose key set is held",
+            metrics.jwks_sets.clone(),
+        );
+        prefix.register(
+            "jwks_missing",
+            "JWKS URIs of the chains served with no key set yet (their jwt steps answer 500, or are skipped under failureMode Open)",
+            metrics.jwks_missing.clone(),
         );
         registry.register_collector(Box::new(RuleCollector {
             read: rule_counters,

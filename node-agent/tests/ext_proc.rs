@@ -5,24 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::{sync::Arc, time::Duration};
+#[path = "support/ext_proc_client.rs"]
+mod ext_proc_client;
 
-use envoy_types::pb::envoy::{
-    config::core::v3::{HeaderMap, HeaderValue},
-    service::ext_proc::v3::{
-        HttpHeaders, ProcessingRequest, ProcessingResponse,
-        external_processor_client::ExternalProcessorClient, processing_request::Request as Phase,
-        processing_response::Response,
-    },
-};
-use meshguard_agent::l7::{
-    chains::Current,
-    server::{Listen, Processor, bind, serve},
-};
-use meshguard_policy::l7::Unmatched;
-use prometheus_client::metrics::gauge::Gauge;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::ext_proc::v3::ProcessingRequest;
+use ext_proc_client::{exchange, headers, serve_chains, status};
+use meshguard_agent::l7::jwks::{RemoteJwks, Settings};
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 
 fn chain() -> meshguard_crds::node_policy::CompiledChain {
     let digest: String = Sha256::digest(b"good-key")
@@ -36,78 +27,12 @@ fn chain() -> meshguard_crds::node_policy::CompiledChain {
     .unwrap()
 }
 
-async fn server() -> ExternalProcessorClient<Channel> {
-    let current = Current::default();
-    current.replace(&[chain()]).unwrap();
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let processor = Processor {
-        current,
-        unmatched: Unmatched::Deny,
-        observe: Arc::new(|_, _, _| {}),
-        streams: Gauge::default(),
-    };
-    let bound = bind(&Listen::Tcp(address)).await.unwrap();
-    tokio::spawn(serve(bound, processor));
-    for _ in 0..100 {
-        if let Ok(client) = ExternalProcessorClient::connect(format!("http://{address}")).await {
-            return client.max_encoding_message_size(64 << 20);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not come up at {address}");
-}
-
-fn headers(list: Vec<(String, Vec<u8>)>) -> ProcessingRequest {
-    let mut all = vec![
-        (":method".to_owned(), b"GET".to_vec()),
-        (":path".to_owned(), b"/orders".to_vec()),
-    ];
-    all.extend(list);
-    ProcessingRequest {
-        request: Some(Phase::RequestHeaders(HttpHeaders {
-            headers: Some(HeaderMap {
-                headers: all
-                    .into_iter()
-                    .map(|(key, raw_value)| HeaderValue {
-                        key,
-                        value: String::new(),
-                        raw_value,
-                    })
-                    .collect(),
-            }),
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-/// Sends the messages on one stream; returns every answer (or the error).
-async fn exchange(
-    client: &mut ExternalProcessorClient<Channel>,
-    messages: Vec<ProcessingRequest>,
-    chain: &str,
-) -> Result<Vec<ProcessingResponse>, tonic::Status> {
-    let mut request = tonic::Request::new(tokio_stream::iter(messages));
-    request
-        .metadata_mut()
-        .insert("x-meshguard-chain", chain.parse().unwrap());
-    let mut answers = client.process(request).await?.into_inner();
-    let mut out = Vec::new();
-    while let Some(answer) = answers.message().await? {
-        out.push(answer);
-    }
-    Ok(out)
-}
-
-fn status(answer: &ProcessingResponse) -> u16 {
-    match &answer.response {
-        Some(Response::ImmediateResponse(r)) => r.status.unwrap().code as u16,
-        Some(Response::RequestHeaders(_)) => 200,
-        other => panic!("unexpected answer {other:?}"),
-    }
+async fn server() -> ext_proc_client::Client {
+    let jwks = RemoteJwks::new(Settings {
+        refresh: Duration::from_secs(300),
+        refetch: Duration::from_secs(30),
+    });
+    serve_chains(&[chain()], jwks).await
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """An HTTP upstream that answers every request with the headers it received,
-as a JSON object (lower-case names), so a test sees what reached it.
+as a JSON object (lower-case names, and ":path" for the path as received),
+so a test sees what reached it.
 
 usage: echo.py PORT   (prints "ready" once listening on 127.0.0.1:PORT)
 """
@@ -14,7 +15,9 @@ class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def answer(self):
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        received = {k.lower(): v for k, v in self.headers.items()}
+        received[":path"] = self.path
+        body = json.dumps(received).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))

@@ -6,7 +6,9 @@ Reads one JSON request on stdin:
    "tokens": [{"key": "rsa-1", "alg": "RS256", "claims": {...}, "headers": {...}},
               {"alg": "none", "claims": {...}},
               {"hmac_with_public_key_of": "rsa-1", "claims": {...}}]}
-and prints {"jwks": {"keys": [public JWKs]}, "tokens": ["..."]}.
+and prints {"jwks": {"keys": [public JWKs]}, "public": {kid: JWK}, "tokens": ["..."]}:
+"jwks" holds the keys published (no "publish": false), "public" every key's
+public JWK (a key to publish later, as in a key rotation).
 
 Private keys live only in this process: nothing is written to disk.
 `kid` of a key goes into its JWK and, unless `headers` says otherwise,
@@ -58,11 +60,13 @@ def main():
     request = json.load(sys.stdin)
     keys = {}
     jwks = []
+    public = {}
     for spec in request.get("keys", []):
         private = generate(spec["kty"])
         keys[spec["kid"]] = private
+        public[spec["kid"]] = public_jwk(spec["kid"], private)
         if spec.get("publish", True):
-            jwks.append(public_jwk(spec["kid"], private))
+            jwks.append(public[spec["kid"]])
     tokens = []
     for spec in request.get("tokens", []):
         claims = spec.get("claims", {})
@@ -86,7 +90,7 @@ def main():
         if headers["kid"] is None:
             del headers["kid"]
         tokens.append(jwt.encode(claims, keys[kid], algorithm=spec["alg"], headers=headers))
-    json.dump({"jwks": {"keys": jwks}, "tokens": tokens}, sys.stdout)
+    json.dump({"jwks": {"keys": jwks}, "public": public, "tokens": tokens}, sys.stdout)
 
 
 if __name__ == "__main__":

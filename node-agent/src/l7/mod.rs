@@ -6,8 +6,10 @@
 //!                                                        rate state kept per unchanged chain)
 //!  Envoy ──gRPC stream──▶ server::Processor ──convert──▶ l7::select + l7::answer
 //!        ◀── header mutation (pass) | immediate response (refusal) ──┘
+//!  jwt steps with a `uri` ──▶ jwks::RemoteJwks (fetched over HTTPS, cached, never empty)
 //! ```
 
 pub mod chains;
 pub mod convert;
+pub mod jwks;
 pub mod server;

@@ -16,14 +16,12 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_request::Request as Phase,
     processing_response::Response,
 };
-use meshguard_policy::l7::{
-    self, Context, HeaderChanges, NoRemoteKeys, Outcome, RateLimits, Unmatched,
-};
+use meshguard_policy::l7::{self, Context, HeaderChanges, Outcome, RateLimits, StepRef, Unmatched};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Status, Streaming};
 
-use super::{chains::Current, convert};
+use super::{chains::Current, convert, jwks::RemoteJwks};
 
 /// Where the server listens: a TCP address or `unix:/path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,12 +56,25 @@ impl std::fmt::Display for Listen {
     }
 }
 
+/// One request answered, for metrics and logs.
+pub struct Answered<'a> {
+    pub outcome: &'a Outcome,
+    /// Selection and evaluation, in seconds.
+    pub seconds: f64,
+    /// Each step that ran (or was skipped by its `when`), with its seconds.
+    pub steps: &'a [(StepRef, f64)],
+    /// Envoy's `x-request-id`, to find the request in Envoy's access log.
+    pub request_id: Option<&'a str>,
+}
+
 /// Observes each answered request (metrics, logs).
-pub type Observe = dyn Fn(&Outcome, f64, Option<&str>) + Send + Sync;
+pub type Observe = dyn Fn(Answered<'_>) + Send + Sync;
 
 pub struct Processor {
     pub current: Current,
     pub unmatched: Unmatched,
+    /// Key sets of `jwt` steps with a `uri`.
+    pub jwks: RemoteJwks,
     pub observe: std::sync::Arc<Observe>,
     /// Streams open now.
     pub streams: prometheus_client::metrics::gauge::Gauge,
@@ -86,6 +97,7 @@ impl ExternalProcessor for Processor {
             .map(str::to_owned);
         let set = self.current.get();
         let unmatched = self.unmatched;
+        let jwks = self.jwks.clone();
         let observe = self.observe.clone();
         let mut inbound = request.into_inner();
         let (send, receive) = mpsc::channel(4);
@@ -132,6 +144,8 @@ impl ExternalProcessor for Processor {
                                 let now = SystemTime::now()
                                     .duration_since(SystemTime::UNIX_EPOCH)
                                     .unwrap_or_default();
+                                let mut steps = Vec::new();
+                                let mut mark = Instant::now();
                                 let outcome = l7::answer(
                                     selected,
                                     &request,
@@ -139,14 +153,23 @@ impl ExternalProcessor for Processor {
                                     &mut Context {
                                         now,
                                         limits,
-                                        remote_keys: &NoRemoteKeys,
+                                        remote_keys: &jwks,
+                                        step_finished: Some(&mut |step| {
+                                            let at = Instant::now();
+                                            steps.push((step, (at - mark).as_secs_f64()));
+                                            mark = at;
+                                        }),
                                     },
                                 );
-                                observe(
-                                    &outcome,
-                                    started.elapsed().as_secs_f64(),
-                                    request.header("x-request-id"),
-                                );
+                                if let Some(uri) = &outcome.unknown_kid {
+                                    jwks.unknown_kid(uri);
+                                }
+                                observe(Answered {
+                                    outcome: &outcome,
+                                    seconds: started.elapsed().as_secs_f64(),
+                                    steps: &steps,
+                                    request_id: request.header("x-request-id"),
+                                });
                                 response_changes = outcome.response_headers.clone();
                                 convert::request_response(&outcome)
                             }

@@ -168,6 +168,7 @@ pub fn run(
             now,
             limits: &RateLimits::default(),
             remote_keys: &NoRemoteKeys,
+            step_finished: None,
         },
     );
     print(args, &outcome, out)?;

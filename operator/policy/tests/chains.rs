@@ -32,6 +32,7 @@ fn api_key(secret: &str) -> ChainStep {
     ChainStep {
         api_key: Some(ApiKeyStep {
             header: "x-api-key".into(),
+            query_parameter: None,
             secret_ref: LocalObjectRef {
                 name: secret.into(),
             },
@@ -61,6 +62,7 @@ fn rate() -> ChainStep {
             per: RatePeriod::Second,
             burst: None,
             key: None,
+            rate_limit_headers: false,
         }),
         ..Default::default()
     }

@@ -61,6 +61,7 @@ fn run_with(
             now: Duration::from_secs(now),
             limits,
             remote_keys: remote,
+            step_finished: None,
         },
     )
 }
@@ -513,6 +514,81 @@ fn rate_limits_are_per_key_and_answer_429_with_retry_after() {
         200,
         "one request per 30 s refills"
     );
+}
+
+#[test]
+fn rate_limit_headers_tell_the_budget_when_asked() {
+    let c = chain(json!({
+        "name": "shop/orders", "routes": ["orders-v1"], "mode": "Enforce", "failureMode": "Closed",
+        "steps": [{ "rateLimit": { "requests": 6, "per": "Minute", "burst": 3, "rateLimitHeaders": true } }]
+    }));
+    let limits = RateLimits::default();
+    let at = |now: u64| run_with(&c, &request("GET", "/", &[]), &limits, &NoRemoteKeys, now);
+    // One request per 10 s, three at once: 2, 1, 0 left, full again after
+    // 10, 20, 30 s.
+    for (left, reset) in [("2", "10"), ("1", "20"), ("0", "30")] {
+        let passed = at(NOW);
+        assert_eq!(passed.status(), 200);
+        let set = &passed.response_headers.set;
+        assert_eq!(set["x-ratelimit-limit"], "3");
+        assert_eq!(set["x-ratelimit-remaining"], left);
+        assert_eq!(set["x-ratelimit-reset"], reset);
+    }
+    let limited = at(NOW + 5).refusal.unwrap();
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.headers["retry-after"], "5");
+    assert_eq!(limited.headers["x-ratelimit-remaining"], "0");
+    assert_eq!(limited.headers["x-ratelimit-reset"], "25");
+    // Not asked: no such headers.
+    let quiet = chain(json!({
+        "name": "shop/orders", "routes": ["orders-v1"], "mode": "Enforce", "failureMode": "Closed",
+        "steps": [{ "rateLimit": { "requests": 1, "per": "Minute" } }]
+    }));
+    let first = run(&quiet, &request("GET", "/", &[]));
+    assert!(first.response_headers.set.is_empty());
+}
+
+#[test]
+fn an_api_key_may_come_in_a_query_parameter_and_leaves_the_path() {
+    let c = chain(json!({
+        "name": "shop/orders", "routes": ["orders-v1"], "mode": "Enforce", "failureMode": "Closed",
+        "steps": [{ "apiKey": { "header": "x-api-key", "queryParameter": "api_key", "keys": [
+            { "clientId": "alice", "sha256": digest("alice key+1") }
+        ] } }]
+    }));
+    let ok = run(
+        &c,
+        &request("GET", "/orders?page=2&api_key=alice%20key%2B1", &[]),
+    );
+    assert_eq!(ok.status(), 200, "{:?}", ok.trace);
+    assert_eq!(ok.request_headers.set[":path"], "/orders?page=2");
+    // The header wins when both are sent, and the path stays as it is.
+    let both = run(
+        &c,
+        &request(
+            "GET",
+            "/orders?api_key=wrong",
+            &[("x-api-key", "alice key+1")],
+        ),
+    );
+    assert_eq!(both.status(), 200);
+    assert!(!both.request_headers.set.contains_key(":path"));
+    let wrong = run(&c, &request("GET", "/orders?api_key=nope", &[]));
+    let refusal = wrong.refusal.unwrap();
+    assert_eq!(
+        (refusal.status, refusal.reason.as_str()),
+        (401, "unknown API key")
+    );
+    assert_eq!(
+        refusal.headers["www-authenticate"],
+        "ApiKey realm=\"shop/orders\", header=\"x-api-key\", query=\"api_key\""
+    );
+    // Without queryParameter the query is never read.
+    let header_only = run(
+        &api_key_chain(),
+        &request("GET", "/orders?x-api-key=bob-key", &[]),
+    );
+    assert_eq!(header_only.refusal.unwrap().reason, "missing API key");
 }
 
 #[test]

@@ -209,6 +209,7 @@ fn api_key_step(
         .collect();
     Ok(CompiledApiKey {
         header: step.header.clone(),
+        query_parameter: step.query_parameter.clone(),
         keys,
     })
 }

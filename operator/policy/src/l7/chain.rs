@@ -32,6 +32,30 @@ pub struct Chain {
     pub identity_headers: BTreeSet<String>,
 }
 
+impl Chain {
+    /// The JWKS URIs this chain's `jwt` steps (also inside `anyOf`) name:
+    /// the sets the agent has to fetch for it.
+    pub fn remote_jwks(&self) -> impl Iterator<Item = &str> {
+        self.steps
+            .iter()
+            .flat_map(|step| match &step.kind {
+                StepKind::Jwt(jwt) => std::slice::from_ref(jwt).iter().collect(),
+                StepKind::AnyOf(credentials) => credentials
+                    .iter()
+                    .filter_map(|c| match c {
+                        Credential::Jwt(jwt) => Some(jwt),
+                        Credential::ApiKey(_) => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .filter_map(|jwt| match &jwt.keys {
+                Jwks::Remote(uri) => Some(uri.as_str()),
+                Jwks::Local(_) => None,
+            })
+    }
+}
+
 #[derive(Debug)]
 pub struct Step {
     pub when: Option<Match>,
@@ -73,6 +97,8 @@ pub enum Credential {
 #[derive(Debug)]
 pub struct ApiKey {
     pub header: String,
+    /// Read when the header is absent.
+    pub query_parameter: Option<String>,
     /// (client id, SHA-256 of the key).
     pub keys: Vec<(String, [u8; 32])>,
 }
@@ -103,6 +129,8 @@ pub struct RateLimit {
     pub burst: u32,
     pub requests: u32,
     pub key: RateKey,
+    /// Answers carry `X-RateLimit-*`.
+    pub headers: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,6 +306,7 @@ fn api_key(step: &CompiledApiKey) -> Result<ApiKey, String> {
     }
     Ok(ApiKey {
         header: step.header.to_ascii_lowercase(),
+        query_parameter: step.query_parameter.clone(),
         keys,
     })
 }
@@ -414,6 +443,7 @@ fn rate_limit(step: &RateLimitStep) -> Result<RateLimit, String> {
         burst,
         requests,
         key,
+        headers: step.rate_limit_headers,
     })
 }
 

@@ -25,6 +25,10 @@ pub struct Context<'a> {
     pub now: Duration,
     pub limits: &'a RateLimits,
     pub remote_keys: &'a dyn RemoteKeys,
+    /// Told as each step finishes, so a caller with a clock can time steps
+    /// (the agent's per-step latency histogram) without the evaluator
+    /// reading one.
+    pub step_finished: Option<&'a mut dyn FnMut(StepRef)>,
 }
 
 /// A step's result.
@@ -110,6 +114,9 @@ pub fn evaluate(chain: &Chain, request: &Request, cx: &mut Context<'_>) -> Outco
         } else {
             run(chain, at, &step.kind, request, &mut identity, &mut out, cx)
         };
+        if let Some(finished) = cx.step_finished.as_mut() {
+            finished(at);
+        }
         let refusal = match result {
             Step::Skipped => {
                 out.trace.push(trace(at, "skipped: `when` does not match"));
@@ -163,27 +170,15 @@ fn run(
     cx: &mut Context<'_>,
 ) -> Step {
     match kind {
-        StepKind::ApiKey(step) => match api_key(step, request) {
-            Ok(client) => {
-                let what = format!("client {client}");
-                identity.client_id = Some(client);
-                Step::Passed(what)
-            }
-            Err(reason) => Step::Refused(api_key_refusal(chain, at, step, reason)),
-        },
+        StepKind::ApiKey(step) => api_key_step(chain, at, step, request, identity, out),
         StepKind::Jwt(step) => jwt_step(chain, at, step, request, identity, out, cx),
         StepKind::AnyOf(credentials) => {
             let mut first = None;
             for credential in credentials {
                 let result = match credential {
-                    Credential::ApiKey(step) => match api_key(step, request) {
-                        Ok(client) => {
-                            let what = format!("client {client}");
-                            identity.client_id = Some(client);
-                            Step::Passed(what)
-                        }
-                        Err(reason) => Step::Refused(api_key_refusal(chain, at, step, reason)),
-                    },
+                    Credential::ApiKey(step) => {
+                        api_key_step(chain, at, step, request, identity, out)
+                    }
                     Credential::Jwt(step) => jwt_step(chain, at, step, request, identity, out, cx),
                 };
                 match result {
@@ -206,15 +201,35 @@ fn run(
             // A request without the key shares one bucket with all others
             // without it: stricter, never unlimited.
             let key = key.unwrap_or_default();
+            let budget_headers = |remaining: u32, full_in: Duration| {
+                [
+                    ("x-ratelimit-limit", limit.burst.to_string()),
+                    ("x-ratelimit-remaining", remaining.to_string()),
+                    ("x-ratelimit-reset", whole_seconds(full_in).to_string()),
+                ]
+            };
             match cx.limits.take(at.index, limit, &key, cx.now) {
-                Ok(()) => Step::Passed(format!("within {} per bucket", limit.requests)),
+                Ok(budget) => {
+                    if limit.headers {
+                        for (name, value) in budget_headers(budget.remaining, budget.full_in) {
+                            out.response_headers.set(name, &value);
+                        }
+                    }
+                    Step::Passed(format!(
+                        "within {} per bucket ({} left)",
+                        limit.requests, budget.remaining
+                    ))
+                }
                 Err(limited) => {
-                    let seconds = limited.retry_after.as_secs()
-                        + u64::from(limited.retry_after.subsec_nanos() > 0);
-                    Step::Refused(
-                        Refusal::new(429, Some(at), "rate limit exceeded")
-                            .with_header("retry-after", seconds.max(1).to_string()),
-                    )
+                    let seconds = whole_seconds(limited.retry_after).max(1);
+                    let mut refusal = Refusal::new(429, Some(at), "rate limit exceeded")
+                        .with_header("retry-after", seconds.to_string());
+                    if limit.headers {
+                        for (name, value) in budget_headers(0, limited.full_in) {
+                            refusal = refusal.with_header(name, value);
+                        }
+                    }
+                    Step::Refused(refusal)
                 }
             }
         }
@@ -243,8 +258,46 @@ fn run(
 /// The client id whose key's digest equals the presented key's. Every
 /// digest is compared in full, whatever matches: the time taken says
 /// nothing about how close a guess was.
-fn api_key(step: &ApiKey, request: &Request) -> Result<String, &'static str> {
-    let presented = request.header(&step.header).ok_or("missing API key")?;
+/// Seconds, rounded up: a client told to wait that long is never early.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// An API key from the header or, when the header is absent, from the
+/// query parameter the step names; a key taken from the query leaves the
+/// forwarded path without it.
+fn api_key_step(
+    chain: &Chain,
+    at: StepRef,
+    step: &ApiKey,
+    request: &Request,
+    identity: &mut Identity,
+    out: &mut Outcome,
+) -> Step {
+    let from_query = request.header(&step.header).is_none();
+    let presented = match (request.header(&step.header), &step.query_parameter) {
+        (Some(key), _) => Some(key.to_owned()),
+        (None, Some(name)) => request.query(name),
+        (None, None) => None,
+    };
+    let Some(presented) = presented else {
+        return Step::Refused(api_key_refusal(chain, at, step, "missing API key"));
+    };
+    match api_key(step, &presented) {
+        Ok(client) => {
+            if let (true, Some(name)) = (from_query, &step.query_parameter) {
+                out.request_headers
+                    .set(":path", &request.path_without_query(name));
+            }
+            let what = format!("client {client}");
+            identity.client_id = Some(client);
+            Step::Passed(what)
+        }
+        Err(reason) => Step::Refused(api_key_refusal(chain, at, step, reason)),
+    }
+}
+
+fn api_key(step: &ApiKey, presented: &str) -> Result<String, &'static str> {
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let mut found = None;
     for (client, key) in &step.keys {
@@ -260,10 +313,15 @@ fn api_key(step: &ApiKey, request: &Request) -> Result<String, &'static str> {
 }
 
 fn api_key_refusal(chain: &Chain, at: StepRef, step: &ApiKey, reason: &str) -> Refusal {
+    let query = step
+        .query_parameter
+        .as_ref()
+        .map(|q| format!(", query=\"{q}\""))
+        .unwrap_or_default();
     Refusal::new(401, Some(at), reason).with_header(
         "www-authenticate",
         format!(
-            "ApiKey realm=\"{}\", header=\"{}\"",
+            "ApiKey realm=\"{}\", header=\"{}\"{query}",
             chain.name, step.header
         ),
     )

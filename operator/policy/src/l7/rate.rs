@@ -18,10 +18,19 @@ pub struct RateLimits {
     buckets: Mutex<HashMap<(usize, String), Duration>>,
 }
 
-/// A refused request: how long until one would pass.
+/// A refused request: how long until one would pass, and until the
+/// bucket is full again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limited {
     pub retry_after: Duration,
+    pub full_in: Duration,
+}
+
+/// A passed request: what is left of the burst, and when all of it is back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub remaining: u32,
+    pub full_in: Duration,
 }
 
 impl RateLimits {
@@ -32,7 +41,7 @@ impl RateLimits {
         limit: &RateLimit,
         key: &str,
         now: Duration,
-    ) -> Result<(), Limited> {
+    ) -> Result<Budget, Limited> {
         let window = limit.emission * limit.burst;
         let mut buckets = self.buckets();
         let entry = buckets.entry((step, key.to_owned())).or_insert(now);
@@ -40,10 +49,18 @@ impl RateLimits {
         if tat - now > window {
             return Err(Limited {
                 retry_after: tat - now - window,
+                full_in: (*entry).saturating_sub(now),
             });
         }
         *entry = tat;
-        Ok(())
+        // Whole requests that still fit: the window left after this one,
+        // in emission intervals.
+        let left = window - (tat - now);
+        let remaining = (left.as_nanos() / limit.emission.as_nanos().max(1)) as u32;
+        Ok(Budget {
+            remaining,
+            full_in: tat - now,
+        })
     }
 
     /// Drops every bucket that is full again (its TAT is not after `now`).
@@ -79,6 +96,7 @@ mod tests {
             burst,
             requests,
             key: RateKey::Route,
+            headers: false,
         }
     }
 
@@ -87,17 +105,21 @@ mod tests {
         let l = limit(10, Duration::from_secs(1), 3);
         let state = RateLimits::default();
         let t0 = Duration::from_secs(1_000);
-        for _ in 0..3 {
-            assert_eq!(state.take(0, &l, "a", t0), Ok(()));
+        let ms = Duration::from_millis;
+        for left in [2, 1, 0] {
+            let budget = state.take(0, &l, "a", t0).unwrap();
+            assert_eq!(budget.remaining, left);
+            assert_eq!(budget.full_in, ms(100 * (3 - u64::from(left))));
         }
         let refused = state.take(0, &l, "a", t0).unwrap_err();
-        assert_eq!(refused.retry_after, Duration::from_millis(100));
+        assert_eq!(refused.retry_after, ms(100));
+        assert_eq!(refused.full_in, ms(300));
         // Other keys and other steps have buckets of their own.
-        assert_eq!(state.take(0, &l, "b", t0), Ok(()));
-        assert_eq!(state.take(1, &l, "a", t0), Ok(()));
+        assert!(state.take(0, &l, "b", t0).is_ok());
+        assert!(state.take(1, &l, "a", t0).is_ok());
         // One interval later, exactly one more fits.
-        let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(state.take(0, &l, "a", t1), Ok(()));
+        let t1 = t0 + ms(100);
+        assert_eq!(state.take(0, &l, "a", t1).unwrap().remaining, 0);
         assert!(state.take(0, &l, "a", t1).is_err());
     }
 
@@ -129,7 +151,7 @@ mod tests {
         assert_eq!(state.len(), 1, "a is full again, b is not");
         state.forget_idle(t0 + Duration::from_secs(2));
         assert!(state.is_empty());
-        assert_eq!(state.take(0, &l, "b", t0 + Duration::from_secs(2)), Ok(()));
-        assert_eq!(state.take(0, &l, "b", t0 + Duration::from_secs(2)), Ok(()));
+        assert!(state.take(0, &l, "b", t0 + Duration::from_secs(2)).is_ok());
+        assert!(state.take(0, &l, "b", t0 + Duration::from_secs(2)).is_ok());
     }
 }
