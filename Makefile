@@ -42,6 +42,7 @@ manifests: deps-python crds ## Regenerate the CRDs and deploy/meshguard.yaml (th
 
 bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), then the agent's dataplane (root); docs/benchmarks.md
 	$(CARGO) bench -p meshguard-policy --bench compile
+	$(CARGO) bench -p meshguard-policy --bench chain
 	$(CARGO) run --release -q -p meshguard-policy --example compile_scale
 	$(CARGO) run --release -q -p meshguard-operator --example operator_scale
 	$(CARGO) build --release -q -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins

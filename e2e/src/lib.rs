@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod l7;
+pub mod l7_demo;
 pub mod manifests;
 pub mod matrix;
 pub mod mesh;

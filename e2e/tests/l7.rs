@@ -7,19 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant, SystemTime},
+use std::time::{Duration, SystemTime};
+
+use meshguard_e2e::{
+    l7::{self, EXT_PROC, Route},
+    mesh::Mesh,
+    netns::Namespaces,
 };
-
-use meshguard_e2e::{mesh::Mesh, netns::Namespaces};
-use meshguard_testkit::tokens::{mint, venv_tool};
+use meshguard_testkit::tokens::mint;
 use serde_json::{Value, json};
-
-const EXT_PROC: u16 = 9901;
-const LISTEN: u16 = 10000;
-const UPSTREAM: u16 = 9080;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -91,62 +87,36 @@ spec:
     )
 }
 
-/// Envoy: routes orders-v1 (/orders), audit-v1 (/audit), admin (/admin,
-/// whose chain is named by gRPC metadata), other (/); ext_proc on every
-/// route, failing closed.
-fn envoy_config() -> String {
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {LISTEN} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: http
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - {{ name: orders-v1, match: {{ prefix: /orders }}, route: {{ cluster: upstream }} }}
-              - {{ name: audit-v1, match: {{ prefix: /audit }}, route: {{ cluster: upstream }} }}
-              - {{ name: query-v1, match: {{ prefix: /query }}, route: {{ cluster: upstream }} }}
-              - name: admin
-                match: {{ prefix: /admin }}
-                route: {{ cluster: upstream }}
-                typed_per_filter_config:
-                  envoy.filters.http.ext_proc:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute
-                    overrides:
-                      grpc_initial_metadata: [{{ key: x-meshguard-chain, value: shop/admin }}]
-              - {{ name: other, match: {{ prefix: / }}, route: {{ cluster: upstream }} }}
-          http_filters:
-          - name: envoy.filters.http.ext_proc
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
-              grpc_service: {{ envoy_grpc: {{ cluster_name: meshguard }}, timeout: 2s }}
-              failure_mode_allow: false
-              request_attributes: [xds.route_name, source.address]
-              processing_mode: {{ request_header_mode: SEND, response_header_mode: SEND, request_body_mode: NONE, response_body_mode: NONE, request_trailer_mode: SKIP, response_trailer_mode: SKIP }}
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: upstream
-    type: STATIC
-    load_assignment: {{ cluster_name: upstream, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {UPSTREAM} }} }} }} }}] }}] }}
-  - name: meshguard
-    type: STATIC
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment: {{ cluster_name: meshguard, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {EXT_PROC} }} }} }} }}] }}] }}
-"#
-    )
-}
+/// Envoy: routes orders-v1 (/orders), audit-v1 (/audit), query-v1
+/// (/query), admin (/admin, whose chain is named by gRPC metadata), other
+/// (/); ext_proc on every route, failing closed.
+const ROUTES: &[Route<'static>] = &[
+    Route {
+        name: "orders-v1",
+        prefix: "/orders",
+        chain: None,
+    },
+    Route {
+        name: "audit-v1",
+        prefix: "/audit",
+        chain: None,
+    },
+    Route {
+        name: "query-v1",
+        prefix: "/query",
+        chain: None,
+    },
+    Route {
+        name: "admin",
+        prefix: "/admin",
+        chain: Some("shop/admin"),
+    },
+    Route {
+        name: "other",
+        prefix: "/",
+        chain: None,
+    },
+];
 
 /// The node's `ChainsServed` condition: status, reason, message.
 fn chains_served(mesh: &Mesh, node: &str) -> (String, String, String) {
@@ -185,44 +155,7 @@ impl Proxy<'_> {
 /// `send.py` inside the node's namespaces (a free function: a `Mesh` stays
 /// on its thread, its namespaces may go to another).
 fn send_in(ns: &Namespaces, requests: &[Value]) -> Vec<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/python/send.py");
-    let out = ns
-        .check(
-            venv_tool("python").to_str().unwrap(),
-            &[
-                script.to_str().unwrap(),
-                &format!("http://127.0.0.1:{LISTEN}"),
-                &Value::from(requests.to_vec()).to_string(),
-            ],
-        )
-        .unwrap();
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// What `meshguard check-request` predicts for a request, as its JSON.
-fn predicted(mesh: &Mesh, route: Option<&str>, chain: Option<&str>, request: &Value) -> Value {
-    let mut command = Command::new(mesh.meshguard_bin());
-    command
-        .arg("check-request")
-        .arg("-f")
-        .arg(mesh.dir.join("in"))
-        .args(["--node", "web-1", "-o", "json"])
-        .args(["--method", request["method"].as_str().unwrap_or("GET")])
-        .args(["--path", request["path"].as_str().unwrap()]);
-    if let Some(route) = route {
-        command.args(["--route", route]);
-    }
-    if let Some(chain) = chain {
-        command.args(["--chain", chain]);
-    }
-    for (k, v) in request["headers"].as_object().into_iter().flatten() {
-        command.args(["-H", &format!("{k}: {}", v.as_str().unwrap())]);
-    }
-    let out = command.output().unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    l7::send_in(ns, requests).unwrap()
 }
 
 /// What a case is called, the route or chain it goes to, the request, the
@@ -261,45 +194,11 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
         message.contains("4 PolicyChains served at 127.0.0.1:9901"),
         "{message}"
     );
-    let python = venv_tool("python");
-    let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/python/echo.py");
-    mesh.spawn(
-        "web-1",
-        python.to_str().unwrap(),
-        &[echo.to_str().unwrap(), &UPSTREAM.to_string()],
-    )
-    .unwrap();
-    let config = mesh.dir.join("envoy.yaml");
-    std::fs::write(&config, envoy_config()).unwrap();
-    let envoy_log = mesh.dir.join("envoy.log");
-    mesh.spawn(
-        "web-1",
-        venv_tool("envoy").to_str().unwrap(),
-        &[
-            "-c",
-            config.to_str().unwrap(),
-            "--disable-hot-restart",
-            "-l",
-            "warning",
-            "--log-path",
-            envoy_log.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    l7::start_envoy(&mut mesh, "web-1", ROUTES).unwrap();
     let proxy = Proxy {
         mesh: &mesh,
         node: "web-1",
     };
-    // Envoy up and the upstream answering: any status but 0 (no connection).
-    let started = Instant::now();
-    while proxy.one(json!({ "path": "/audit" }))["status"] != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "Envoy did not come up: {}",
-            std::fs::read_to_string(&envoy_log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 
     let good = json!({ "path": "/orders/1", "headers": {
         "x-api-key": "key-of-alice", "authorization": token(0),
@@ -373,7 +272,7 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     for (what, route, chain, request, status) in &cases {
         let answer = proxy.one(request.clone());
         assert_eq!(answer["status"], *status, "{what}: {answer}");
-        let prediction = predicted(&mesh, *route, *chain, request);
+        let prediction = l7::predict(&mesh, "web-1", *route, *chain, request).unwrap();
         assert_eq!(
             prediction["status"], *status,
             "{what}: check-request said {prediction}"
@@ -513,7 +412,8 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
         count(r#"chain="shop/orders",step="2:rateLimit",outcome="refused""#),
         1
     );
-    assert_eq!(count(r#"chain="-",step="",outcome="unmatched""#), 1);
+    // The case above, and the probe `start_envoy` waits with (route `other`).
+    assert_eq!(count(r#"chain="-",step="",outcome="unmatched""#), 2);
     assert!(count(r#"chain="shop/audited",step="0:apiKey",outcome="audited""#) >= 2);
     assert_eq!(
         count(r#"chain="shop/admin",step="0:access",outcome="refused""#),

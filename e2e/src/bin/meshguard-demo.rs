@@ -4,9 +4,11 @@
 //! `examples/` as `meshguard compile` compiles them. It prints the nodes,
 //! then a connectivity matrix measured with real connections next to what
 //! `meshguard check` predicts for each cell, then quarantines a node live
-//! and measures how long every node took to enforce it. The last line
-//! counts the disagreements between prediction and measurement; the exit
-//! status is 0 only when there are none.
+//! and measures how long every node took to enforce it. Then it sends HTTP
+//! requests through a real Envoy to a PolicyChain of `examples/` served by
+//! the agent over ext_proc, each status next to `meshguard check-request`'s
+//! prediction. The last line counts the disagreements between prediction
+//! and measurement; the exit status is 0 only when there are none.
 //!
 //! Needs root (network namespaces). Everything it creates is removed at the
 //! end, also on Ctrl-C.
@@ -22,7 +24,8 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_e2e::{
-    manifests,
+    l7::EXT_PROC,
+    l7_demo, manifests,
     matrix::{self, all_pairs, measure, traffic_of},
     mesh::{Cleaner, Mesh},
 };
@@ -43,6 +46,9 @@ struct Args {
     /// doing nothing, so many at once cost little).
     #[arg(long, default_value_t = 64)]
     parallel: usize,
+    /// The PolicyChain (`<namespace>/<name>`) of the L7 section.
+    #[arg(long, default_value = "shop/orders-api")]
+    chain: String,
 }
 
 fn main() -> ExitCode {
@@ -117,7 +123,10 @@ fn read_examples(dir: &Path) -> anyhow::Result<(Vec<Member>, Vec<Value>)> {
 }
 
 fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usize> {
-    let (members, others) = read_examples(&args.examples)?;
+    let (members, mut others) = read_examples(&args.examples)?;
+    // The chain's JWKS replaced by a key pair minted now (examples/ has no
+    // private key).
+    let chain = l7_demo::prepare(&mut others, &args.chain)?;
     let traffic = traffic_of(&others)?;
     let inputs = manifests::stream(&others)?;
     let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
@@ -152,7 +161,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         mesh.serve(name, &tcp, &udp)?;
     }
     let revisions = mesh.set_policies(&inputs)?;
-    mesh.start_agents(&[])?;
+    mesh.start_agents(&["--ext-proc-listen", &format!("127.0.0.1:{EXT_PROC}")])?;
     mesh.wait_applied(&revisions, Duration::from_secs(60))?;
     println!(
         "mesh up and enforcing in {:.1} s (namespaces {}-*)\n",
@@ -251,6 +260,12 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         );
     }
     disagreements += after + elsewhere;
+
+    println!(
+        "\nL7: PolicyChain {} through Envoy, measured beside `meshguard check-request`",
+        chain.chain
+    );
+    disagreements += l7_demo::run(&mut mesh, &chain)?;
     drop(mesh);
     if let Ok(mut slot) = cleaner.lock() {
         *slot = None;
