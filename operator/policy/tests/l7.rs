@@ -383,6 +383,74 @@ fn remote_key_sets_come_from_the_caller_and_their_absence_follows_failure_mode()
 }
 
 #[test]
+fn every_algorithm_the_api_allows_verifies_and_a_changed_byte_does_not() {
+    let minted = mint(&json!({
+        "keys": [
+            { "kid": "rsa", "kty": "RSA" }, { "kid": "p256", "kty": "EC" },
+            { "kid": "p384", "kty": "EC384" }, { "kid": "ed", "kty": "OKP" }
+        ],
+        "tokens": [
+            { "key": "rsa", "alg": "RS256", "claims": claims(json!({})) },
+            { "key": "rsa", "alg": "RS384", "claims": claims(json!({})) },
+            { "key": "rsa", "alg": "RS512", "claims": claims(json!({})) },
+            { "key": "rsa", "alg": "PS256", "claims": claims(json!({})) },
+            { "key": "rsa", "alg": "PS384", "claims": claims(json!({})) },
+            { "key": "rsa", "alg": "PS512", "claims": claims(json!({})) },
+            { "key": "p256", "alg": "ES256", "claims": claims(json!({})) },
+            { "key": "p384", "alg": "ES384", "claims": claims(json!({})) },
+            { "key": "ed", "alg": "EdDSA", "claims": claims(json!({})) },
+        ]
+    }));
+    let all = json!([
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"
+    ]);
+    let c = jwt_chain(&minted["jwks"].to_string(), json!({ "algorithms": all }));
+    for (i, token) in minted["tokens"].as_array().unwrap().iter().enumerate() {
+        let token = token.as_str().unwrap();
+        let ok = run(&c, &bearer(token));
+        assert_eq!(ok.status(), 200, "token {i}: {:?}", ok.trace);
+        // One claim changed after signing: the signature no longer holds.
+        let (header, rest) = token.split_once('.').unwrap();
+        let (payload, signature) = rest.split_once('.').unwrap();
+        let mut forged: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        forged["sub"] = json!("admin");
+        let forged = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            forged.to_string(),
+        );
+        let bad = run(&c, &bearer(&format!("{header}.{forged}.{signature}")));
+        assert_eq!(
+            bad.refusal.unwrap().reason,
+            "invalid token: signature does not verify",
+            "token {i}"
+        );
+    }
+    // Four parts, or a signature that is not base64url: malformed.
+    let first = minted["tokens"][0].as_str().unwrap();
+    for broken in [format!("{first}.x"), format!("{first}!")] {
+        let reason = run(&c, &bearer(&broken)).refusal.unwrap().reason;
+        assert!(reason.starts_with("invalid token: not a JWT"), "{reason}");
+    }
+}
+
+#[test]
+fn key_sets_with_private_parts_or_short_rsa_keys_are_refused() {
+    let mut jwks: Value = serde_json::from_str(&tokens(json!([])).jwks).unwrap();
+    jwks["keys"][0]["d"] = json!("c2VjcmV0");
+    let error = KeySet::parse(&jwks.to_string()).unwrap_err().to_string();
+    assert!(error.contains("private key"), "{error}");
+    // A 1024-bit modulus (128 bytes of 0xff): below what is accepted.
+    let short = json!({ "keys": [{ "kty": "RSA", "e": "AQAB",
+        "n": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xffu8; 128]) }] });
+    let error = KeySet::parse(&short.to_string()).unwrap_err().to_string();
+    assert!(error.contains("1024 bits"), "{error}");
+}
+
+#[test]
 fn key_sets_are_never_empty_or_symmetric() {
     assert!(KeySet::parse(r#"{"keys":[]}"#).is_err());
     assert!(KeySet::parse("not json").is_err());
