@@ -38,17 +38,7 @@ impl Chain {
     pub fn remote_jwks(&self) -> impl Iterator<Item = &str> {
         self.steps
             .iter()
-            .flat_map(|step| match &step.kind {
-                StepKind::Jwt(jwt) => std::slice::from_ref(jwt).iter().collect(),
-                StepKind::AnyOf(credentials) => credentials
-                    .iter()
-                    .filter_map(|c| match c {
-                        Credential::Jwt(jwt) => Some(jwt),
-                        Credential::ApiKey(_) => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            })
+            .flat_map(|step| step.kind.jwts())
             .filter_map(|jwt| match &jwt.keys {
                 Jwks::Remote(uri) => Some(uri.as_str()),
                 Jwks::Local(_) => None,
@@ -76,6 +66,21 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// The `jwt` checks of this step: its own, or those inside `anyOf`.
+    pub fn jwts(&self) -> Vec<&Jwt> {
+        match self {
+            StepKind::Jwt(jwt) => vec![jwt],
+            StepKind::AnyOf(credentials) => credentials
+                .iter()
+                .filter_map(|c| match c {
+                    Credential::Jwt(jwt) => Some(jwt),
+                    Credential::ApiKey(_) => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             StepKind::ApiKey(_) => "apiKey",
@@ -181,18 +186,7 @@ impl Chain {
                 message,
             };
             let kind = step_kind(step).map_err(|(field, message)| fail(&field, message))?;
-            let jwts: Vec<&Jwt> = match &kind {
-                StepKind::Jwt(jwt) => vec![jwt],
-                StepKind::AnyOf(credentials) => credentials
-                    .iter()
-                    .filter_map(|c| match c {
-                        Credential::Jwt(jwt) => Some(jwt),
-                        Credential::ApiKey(_) => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for jwt in jwts {
+            for jwt in kind.jwts() {
                 identity_headers.extend(
                     jwt.claims_to_headers
                         .iter()

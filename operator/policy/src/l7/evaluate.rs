@@ -274,18 +274,18 @@ fn api_key_step(
     identity: &mut Identity,
     out: &mut Outcome,
 ) -> Step {
-    let from_query = request.header(&step.header).is_none();
-    let presented = match (request.header(&step.header), &step.query_parameter) {
-        (Some(key), _) => Some(key.to_owned()),
-        (None, Some(name)) => request.query(name),
-        (None, None) => None,
+    // The query parameter the key came from, if it came from one.
+    let (presented, from_query) = match (request.header(&step.header), &step.query_parameter) {
+        (Some(key), _) => (Some(key.to_owned()), None),
+        (None, Some(name)) => (request.query(name), Some(name)),
+        (None, None) => (None, None),
     };
     let Some(presented) = presented else {
         return Step::Refused(api_key_refusal(chain, at, step, "missing API key"));
     };
     match api_key(step, &presented) {
         Ok(client) => {
-            if let (true, Some(name)) = (from_query, &step.query_parameter) {
+            if let Some(name) = from_query {
                 out.request_headers
                     .set(":path", &request.path_without_query(name));
             }

@@ -76,14 +76,18 @@ impl Key {
     }
 }
 
-/// Whether key `index` of the document carries private parameters (`d`,
-/// and for RSA `p`, `q`): a JWKS published by mistake with its secrets is
-/// refused, not used.
-fn jwk_has_private_part(document: &str, index: usize) -> bool {
-    serde_json::from_str::<serde_json::Value>(document)
+/// Which keys of the document carry private parameters (`d`, and for
+/// RSA `p`, `q`): a JWKS published by mistake with its secrets is refused,
+/// not used. (jsonwebtoken's `Jwk` drops those fields, so the document is
+/// read as plain JSON once for this.)
+fn private_parts(document: &str) -> Vec<bool> {
+    let keys = serde_json::from_str::<serde_json::Value>(document)
         .ok()
-        .and_then(|v| v["keys"].get(index).cloned())
-        .is_some_and(|k| ["d", "p", "q"].iter().any(|f| k.get(f).is_some()))
+        .and_then(|v| v.get("keys").and_then(|k| k.as_array()).cloned())
+        .unwrap_or_default();
+    keys.iter()
+        .map(|k| ["d", "p", "q"].iter().any(|f| k.get(f).is_some()))
+        .collect()
 }
 
 fn bytes(field: &str, text: &str) -> Result<Vec<u8>, String> {
@@ -165,6 +169,7 @@ impl KeySet {
         if set.keys.is_empty() {
             return Err(KeySetError::Empty);
         }
+        let private = private_parts(document);
         let mut keys = Vec::with_capacity(set.keys.len());
         for (index, jwk) in set.keys.iter().enumerate() {
             let fail = |message: String| KeySetError::Key { index, message };
@@ -183,7 +188,7 @@ impl KeySet {
                 }
                 _ => return Err(fail("key type is not supported".to_owned())),
             };
-            if jwk_has_private_part(document, index) {
+            if private.get(index).copied().unwrap_or(false) {
                 return Err(fail(
                     "holds a private key: publish only the public part".to_owned(),
                 ));
