@@ -301,7 +301,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             _ = resync.tick() => {
                 let now = std::time::SystemTime::now().duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default();
-                metrics.l7_rate_limit_keys.set(chains.forget_idle(now) as i64);
+                let (keys, tokens) = chains.forget_idle(now);
+                metrics.l7_rate_limit_keys.set(keys as i64);
+                metrics.l7_verified_tokens.set(tokens as i64);
                 if !status_written {
                     status_written = write_status(&sink, &status).await;
                 }

@@ -60,6 +60,7 @@ pub struct Metrics {
     pub l7_streams: Gauge,
     pub l7_chains: Gauge,
     pub l7_rate_limit_keys: Gauge,
+    pub l7_verified_tokens: Gauge,
     pub l7_step_seconds: Family<StepKindLabel, Histogram>,
     pub jwks_fetches: Family<ResultLabel, Counter>,
     pub jwks_fetch_seconds: Histogram,
@@ -90,6 +91,7 @@ impl Metrics {
             l7_streams: Gauge::default(),
             l7_chains: Gauge::default(),
             l7_rate_limit_keys: Gauge::default(),
+            l7_verified_tokens: Gauge::default(),
             l7_step_seconds: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.001,
@@ -160,6 +162,11 @@ impl Metrics {
             "l7_rate_limit_keys",
             "Rate-limit buckets held (idle ones are dropped at each resync)",
             metrics.l7_rate_limit_keys.clone(),
+        );
+        prefix.register(
+            "l7_verified_tokens",
+            "Tokens remembered as verified, all chains (expired ones are dropped at each resync)",
+            metrics.l7_verified_tokens.clone(),
         );
         prefix.register(
             "l7_step_duration_seconds",

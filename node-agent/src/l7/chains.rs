@@ -1,7 +1,7 @@
 //! The chains this node serves, swapped whole when a NodePolicy brings new
 //! ones. A request stream takes the set current when it opens and finishes
-//! on it; rate-limit state belongs to a chain and survives a swap as long
-//! as the chain itself is unchanged.
+//! on it; a chain's state (rate-limit buckets, verified tokens) survives a
+//! swap as long as the chain itself is unchanged.
 
 use std::{
     collections::HashMap,
@@ -9,7 +9,7 @@ use std::{
 };
 
 use meshguard_crds::node_policy::CompiledChain;
-use meshguard_policy::l7::{Chain, ChainError, RateLimits};
+use meshguard_policy::l7::{Chain, ChainError, ChainState};
 
 /// An immutable set of chains, shared by the streams that use it; the
 /// three lists run in parallel.
@@ -18,15 +18,15 @@ pub struct ChainSet {
     /// As compiled, to tell an unchanged chain.
     pub compiled: Vec<CompiledChain>,
     pub chains: Vec<Chain>,
-    /// Each chain's rate-limit buckets.
-    pub limits: Vec<Arc<RateLimits>>,
+    /// Each chain's state.
+    pub states: Vec<Arc<ChainState>>,
 }
 
 impl ChainSet {
-    /// The buckets of a chain of this set.
-    pub fn limits_of(&self, chain: &Chain) -> Option<&Arc<RateLimits>> {
+    /// The state of a chain of this set.
+    pub fn state_of(&self, chain: &Chain) -> Option<&Arc<ChainState>> {
         let i = self.chains.iter().position(|c| std::ptr::eq(c, chain))?;
-        self.limits.get(i)
+        self.states.get(i)
     }
 }
 
@@ -57,11 +57,11 @@ impl Current {
         let mut set = ChainSet::default();
         for c in compiled {
             set.chains.push(Chain::prepare(c)?);
-            let limits = match previous.get(c.name.as_str()) {
-                Some(&i) if old.compiled[i] == *c => old.limits[i].clone(),
+            let state = match previous.get(c.name.as_str()) {
+                Some(&i) if old.compiled[i] == *c => old.states[i].clone(),
                 _ => Arc::default(),
             };
-            set.limits.push(limits);
+            set.states.push(state);
             set.compiled.push(c.clone());
         }
         let count = set.chains.len();
@@ -73,16 +73,18 @@ impl Current {
         Ok(count)
     }
 
-    /// Drops idle rate-limit buckets of every chain (memory stays bounded
-    /// by the keys active within one burst window).
-    pub fn forget_idle(&self, now: std::time::Duration) -> usize {
+    /// Drops idle rate-limit buckets and expired tokens of every chain
+    /// (memory stays bounded: `ChainState::forget_idle`). Returns the
+    /// rate-limit keys and the tokens still held.
+    pub fn forget_idle(&self, now: std::time::Duration) -> (usize, usize) {
         let set = self.get();
-        let mut keys = 0;
-        for limits in &set.limits {
-            limits.forget_idle(now);
-            keys += limits.len();
+        let (mut keys, mut tokens) = (0, 0);
+        for state in &set.states {
+            state.forget_idle(now);
+            keys += state.limits.len();
+            tokens += state.tokens.len();
         }
-        keys
+        (keys, tokens)
     }
 }
 
@@ -111,7 +113,8 @@ mod tests {
         let StepKind::RateLimit(limit) = &set.chains[i].steps[0].kind else {
             panic!("not a rate limit")
         };
-        set.limits[i]
+        set.states[i]
+            .limits
             .take(0, limit, "", Duration::from_secs(100))
             .is_ok()
     }

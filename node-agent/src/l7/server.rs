@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_request::Request as Phase,
     processing_response::Response,
 };
-use meshguard_policy::l7::{self, Context, HeaderChanges, Outcome, RateLimits, StepRef, Unmatched};
+use meshguard_policy::l7::{self, ChainState, Context, HeaderChanges, Outcome, StepRef, Unmatched};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Status, Streaming};
@@ -135,12 +135,12 @@ impl ExternalProcessor for Processor {
                                     named.as_deref(),
                                     request.route.as_deref(),
                                 );
-                                let none = RateLimits::default();
-                                let limits = selected
+                                let none = ChainState::default();
+                                let state = selected
                                     .as_ref()
                                     .ok()
-                                    .and_then(|c| set.limits_of(c))
-                                    .map_or(&none, |l| l.as_ref());
+                                    .and_then(|c| set.state_of(c))
+                                    .map_or(&none, |s| s.as_ref());
                                 let now = SystemTime::now()
                                     .duration_since(SystemTime::UNIX_EPOCH)
                                     .unwrap_or_default();
@@ -152,7 +152,7 @@ impl ExternalProcessor for Processor {
                                     unmatched,
                                     &mut Context {
                                         now,
-                                        limits,
+                                        state,
                                         remote_keys: &jwks,
                                         step_finished: Some(&mut |step| {
                                             let at = Instant::now();

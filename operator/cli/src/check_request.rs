@@ -14,7 +14,7 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use meshguard_policy::l7::{
-    self, Chain, Context, NoRemoteKeys, Outcome, RateLimits, Request, Unmatched,
+    self, Chain, ChainState, Context, NoRemoteKeys, Outcome, Request, Unmatched,
 };
 use serde::Serialize;
 
@@ -166,7 +166,7 @@ pub fn run(
         unmatched,
         &mut Context {
             now,
-            limits: &RateLimits::default(),
+            state: &ChainState::default(),
             remote_keys: &NoRemoteKeys,
             step_finished: None,
         },

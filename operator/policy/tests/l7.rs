@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use meshguard_crds::node_policy::CompiledChain;
 use meshguard_policy::l7::{
-    Chain, Context, KeySet, NoRemoteKeys, Outcome, RateLimits, RemoteKeys, Request, evaluate,
+    Chain, ChainState, Context, KeySet, NoRemoteKeys, Outcome, RemoteKeys, Request, evaluate,
     jwt::MAX_TOKEN_BYTES, select,
 };
 use meshguard_testkit::tokens::mint;
@@ -44,13 +44,13 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
 }
 
 fn run(chain: &Chain, request: &Request) -> Outcome {
-    run_with(chain, request, &RateLimits::default(), &NoRemoteKeys, NOW)
+    run_with(chain, request, &ChainState::default(), &NoRemoteKeys, NOW)
 }
 
 fn run_with(
     chain: &Chain,
     request: &Request,
-    limits: &RateLimits,
+    state: &ChainState,
     remote: &dyn RemoteKeys,
     now: u64,
 ) -> Outcome {
@@ -59,7 +59,7 @@ fn run_with(
         request,
         &mut Context {
             now: Duration::from_secs(now),
-            limits,
+            state,
             remote_keys: remote,
             step_finished: None,
         },
@@ -341,22 +341,10 @@ fn remote_key_sets_come_from_the_caller_and_their_absence_follows_failure_mode()
         }))
     };
     let keys = Remote(Some(KeySet::parse(&t.jwks).unwrap()));
-    let limits = RateLimits::default();
-    let ok = run_with(
-        &remote("Closed"),
-        &bearer(&t.tokens[0]),
-        &limits,
-        &keys,
-        NOW,
-    );
+    let state = ChainState::default();
+    let ok = run_with(&remote("Closed"), &bearer(&t.tokens[0]), &state, &keys, NOW);
     assert_eq!(ok.status(), 200, "{:?}", ok.trace);
-    let unknown = run_with(
-        &remote("Closed"),
-        &bearer(&t.tokens[1]),
-        &limits,
-        &keys,
-        NOW,
-    );
+    let unknown = run_with(&remote("Closed"), &bearer(&t.tokens[1]), &state, &keys, NOW);
     assert_eq!(unknown.status(), 401);
     assert_eq!(
         unknown.unknown_kid.as_deref(),
@@ -365,20 +353,86 @@ fn remote_key_sets_come_from_the_caller_and_their_absence_follows_failure_mode()
     );
 
     let none = Remote(None);
-    let closed = run_with(
-        &remote("Closed"),
-        &bearer(&t.tokens[0]),
-        &limits,
-        &none,
-        NOW,
-    );
+    let closed = run_with(&remote("Closed"), &bearer(&t.tokens[0]), &state, &none, NOW);
     assert_eq!(closed.status(), 500, "{:?}", closed.trace);
-    let open = run_with(&remote("Open"), &bearer(&t.tokens[0]), &limits, &none, NOW);
+    let open = run_with(&remote("Open"), &bearer(&t.tokens[0]), &state, &none, NOW);
     assert_eq!(
         open.status(),
         200,
         "failureMode Open skips the step: {:?}",
         open.trace
+    );
+}
+
+/// A token seen before skips its signature check (the agent's memory of
+/// verified tokens), and nothing else: the answer is the one a first
+/// verification gives, lifetime, audience, algorithms and the current key
+/// set included.
+#[test]
+fn a_remembered_token_answers_as_a_first_verification_would() {
+    let t = tokens(json!([
+        { "key": "rsa-1", "alg": "RS256", "claims": claims(json!({})) },
+    ]));
+    let step = |audience: &str, algorithms: Value| {
+        chain(json!({
+            "name": "shop/orders", "routes": ["orders-v1"], "mode": "Enforce", "failureMode": "Closed",
+            "steps": [{ "jwt": {
+                "issuer": "https://issuer.example", "jwksUri": "https://issuer.example/jwks",
+                "audiences": [audience], "algorithms": algorithms, "clockSkewSeconds": 0,
+                "claimsToHeaders": [{ "claim": "sub", "header": "x-user" }] } }]
+        }))
+    };
+    let orders = step("orders", json!(["RS256"]));
+    let keys = Remote(Some(KeySet::parse(&t.jwks).unwrap()));
+    let state = ChainState::default();
+    let request = bearer(&t.tokens[0]);
+    let first = run_with(&orders, &request, &state, &keys, NOW);
+    assert_eq!(first.status(), 200, "{:?}", first.trace);
+    assert_eq!(state.tokens.len(), 1, "remembered once verified");
+    let again = run_with(&orders, &request, &state, &keys, NOW + 1);
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.request_headers, first.request_headers);
+    assert_eq!(again.trace, first.trace);
+
+    let reason = |out: Outcome| out.refusal.map(|r| r.reason).unwrap_or_default();
+    // exp is NOW + 300 and the skew 0.
+    assert_eq!(
+        reason(run_with(&orders, &request, &state, &keys, NOW + 300)),
+        "invalid token: expired"
+    );
+    assert_eq!(
+        reason(run_with(
+            &step("billing", json!(["RS256"])),
+            &request,
+            &state,
+            &keys,
+            NOW
+        )),
+        "invalid token: audience does not match"
+    );
+    assert_eq!(
+        reason(run_with(
+            &step("orders", json!(["ES256"])),
+            &request,
+            &state,
+            &keys,
+            NOW
+        )),
+        "invalid token: algorithm RS256 is not allowed"
+    );
+    // A refetched set without the key that signed it: the token no longer verifies.
+    let ec_only: Value = serde_json::from_str(&t.jwks).unwrap();
+    let ec_only = json!({ "keys": ec_only["keys"].as_array().unwrap().iter()
+        .filter(|k| k["kid"] != "rsa-1").collect::<Vec<_>>() });
+    let rotated = Remote(Some(KeySet::parse(&ec_only.to_string()).unwrap()));
+    assert_eq!(
+        reason(run_with(&orders, &request, &state, &rotated, NOW)),
+        "invalid token: no key with kid rsa-1 for its algorithm"
+    );
+    assert_eq!(
+        run_with(&orders, &request, &state, &keys, NOW).status(),
+        200,
+        "the set that verified it still does"
     );
 }
 
@@ -555,12 +609,12 @@ fn rate_limits_are_per_key_and_answer_429_with_retry_after() {
             { "rateLimit": { "requests": 2, "per": "Minute", "key": { "clientId": true } } }
         ]
     }));
-    let limits = RateLimits::default();
+    let state = ChainState::default();
     let status = |key: &str, now: u64| {
         run_with(
             &c,
             &request("GET", "/", &[("x-api-key", key)]),
-            &limits,
+            &state,
             &NoRemoteKeys,
             now,
         )
@@ -590,8 +644,8 @@ fn rate_limit_headers_tell_the_budget_when_asked() {
         "name": "shop/orders", "routes": ["orders-v1"], "mode": "Enforce", "failureMode": "Closed",
         "steps": [{ "rateLimit": { "requests": 6, "per": "Minute", "burst": 3, "rateLimitHeaders": true } }]
     }));
-    let limits = RateLimits::default();
-    let at = |now: u64| run_with(&c, &request("GET", "/", &[]), &limits, &NoRemoteKeys, now);
+    let state = ChainState::default();
+    let at = |now: u64| run_with(&c, &request("GET", "/", &[]), &state, &NoRemoteKeys, now);
     // One request per 10 s, three at once: 2, 1, 0 left, full again after
     // 10, 20, 30 s.
     for (left, reset) in [("2", "10"), ("1", "20"), ("0", "30")] {

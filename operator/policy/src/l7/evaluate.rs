@@ -2,9 +2,9 @@
 //! answers; `mode: Audit` records that failure and lets the request pass.
 //!
 //! Everything the evaluator cannot know is passed in ([`Context`]): the
-//! time, the rate-limit state, keys fetched from a JWKS URI. So the agent's
-//! ext_proc server and `meshguard check-request` run this same function and
-//! cannot disagree.
+//! time, the chain's state (rate limits, verified tokens), keys fetched
+//! from a JWKS URI. So the agent's ext_proc server and `meshguard
+//! check-request` run this same function and cannot disagree.
 
 use std::time::Duration;
 
@@ -15,15 +15,16 @@ use super::{
     chain::{Access, ApiKey, Chain, Credential, Jwt, Match, RateKey, StepKind},
     jwt::{self, TokenError},
     keys::RemoteKeys,
-    rate::RateLimits,
     request::{Identity, Request},
+    state::ChainState,
 };
 
 /// What a request is evaluated with besides the chain and the request.
 pub struct Context<'a> {
     /// Wall-clock time since the UNIX epoch (token lifetimes, rate limits).
     pub now: Duration,
-    pub limits: &'a RateLimits,
+    /// The selected chain's memory: rate buckets, verified tokens.
+    pub state: &'a ChainState,
     pub remote_keys: &'a dyn RemoteKeys,
     /// Told as each step finishes, so a caller with a clock can time steps
     /// (the agent's per-step latency histogram) without the evaluator
@@ -208,7 +209,7 @@ fn run(
                     ("x-ratelimit-reset", whole_seconds(full_in).to_string()),
                 ]
             };
-            match cx.limits.take(at.index, limit, &key, cx.now) {
+            match cx.state.limits.take(at.index, limit, &key, cx.now) {
                 Ok(budget) => {
                     if limit.headers {
                         for (name, value) in budget_headers(budget.remaining, budget.full_in) {
@@ -350,7 +351,7 @@ fn jwt_step(
                 .with_header("www-authenticate", challenge(None)),
         );
     };
-    match jwt::verify(step, token, cx.now, cx.remote_keys) {
+    match jwt::verify(step, token, cx.now, cx.remote_keys, &cx.state.tokens) {
         Ok(claims) => {
             let mut identity_headers = Vec::new();
             let verified = Identity {

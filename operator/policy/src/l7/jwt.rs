@@ -18,6 +18,7 @@ use super::{
     chain::{Jwks, Jwt, fits},
     keys::RemoteKeys,
     request::Request,
+    verified::{self, VerifiedTokens},
 };
 
 /// Tokens longer than this are refused unread (a header of a few KiB is
@@ -64,12 +65,16 @@ pub fn bearer(request: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The claims of a token that verifies.
+/// The claims of a token that verifies. A token `verified` remembers for
+/// the step's current key set skips the header and signature (and nothing
+/// else: algorithms, issuer, audiences and lifetime are checked again);
+/// one that verifies now is remembered until it expires.
 pub fn verify(
     step: &Jwt,
     token: &str,
     now: Duration,
     remote: &dyn RemoteKeys,
+    verified: &VerifiedTokens,
 ) -> Result<Map<String, Value>, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Oversized);
@@ -79,19 +84,29 @@ pub fn verify(
             "not three dot-separated parts".to_owned(),
         ));
     }
+    // Resolved before the header is read so that a remembered token needs
+    // no parsing; an unavailable set is reported after the algorithm check,
+    // as for a token seen the first time.
+    let keys = match &step.keys {
+        Jwks::Local(keys) => Ok((keys.clone(), None)),
+        Jwks::Remote(uri) => remote
+            .get(uri)
+            .map(|keys| (keys, Some(uri.clone())))
+            .ok_or_else(|| TokenError::KeysUnavailable(uri.clone())),
+    };
+    let digest = verified::digest(token);
+    if let Ok((keys, _)) = &keys
+        && let Some(hit) = verified.get(keys, &digest)
+        && step.algorithms.contains(&hit.alg)
+    {
+        check_claims(step, &hit.claims, now)?;
+        return Ok(hit.claims);
+    }
     let header = decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     if !step.algorithms.contains(&header.alg) {
         return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
     }
-    let (keys, uri) = match &step.keys {
-        Jwks::Local(keys) => (keys.clone(), None),
-        Jwks::Remote(uri) => (
-            remote
-                .get(uri)
-                .ok_or_else(|| TokenError::KeysUnavailable(uri.clone()))?,
-            Some(uri.clone()),
-        ),
-    };
+    let (keys, uri) = keys?;
     let kid = header.kid.as_deref();
     // header.payload.signature: the signature covers the first two parts.
     let (message, signature) = token
@@ -101,11 +116,11 @@ pub fn verify(
         .decode(signature)
         .map_err(|e| TokenError::Malformed(format!("signature: {e}")))?;
     let mut tried = false;
-    let mut verified = false;
+    let mut signed = false;
     for key in keys.candidates(kid).filter(|k| fits(k.family, header.alg)) {
         tried = true;
         if key.verifies(header.alg, message.as_bytes(), &signature) {
-            verified = true;
+            signed = true;
             break;
         }
     }
@@ -115,7 +130,7 @@ pub fn verify(
             uri,
         });
     }
-    if !verified {
+    if !signed {
         return Err(TokenError::Signature);
     }
     // Read only once the signature holds: nothing unsigned is parsed further.
@@ -128,11 +143,20 @@ pub fn verify(
         .ok()
         .and_then(|json| serde_json::from_slice(&json).ok())
         .ok_or_else(|| TokenError::Malformed("claims are not a JSON object".to_owned()))?;
-    check_claims(step, &claims, now)?;
+    let exp = check_claims(step, &claims, now)?;
+    verified.insert(
+        &keys,
+        digest,
+        header.alg,
+        &claims,
+        exp.saturating_add(step.clock_skew),
+        now,
+    );
     Ok(claims)
 }
 
-fn check_claims(step: &Jwt, claims: &Map<String, Value>, now: Duration) -> Result<(), TokenError> {
+/// Issuer, audiences and lifetime; the token's `exp` when they hold.
+fn check_claims(step: &Jwt, claims: &Map<String, Value>, now: Duration) -> Result<u64, TokenError> {
     let issuer = claims.get("iss").and_then(Value::as_str);
     if issuer != Some(step.issuer.as_str()) {
         return Err(TokenError::Issuer(issuer.map(str::to_owned)));
@@ -171,5 +195,5 @@ fn check_claims(step: &Jwt, claims: &Map<String, Value>, now: Duration) -> Resul
     {
         return Err(TokenError::NotYetValid);
     }
-    Ok(())
+    Ok(exp)
 }

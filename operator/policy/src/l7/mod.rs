@@ -8,6 +8,7 @@
 //!  Request + select (x-meshguard-chain | route) ──▶ evaluate(Chain, Request, Context)
 //!      steps in order, `when` first:  apiKey · jwt · anyOf (credentials)
 //!                                     rateLimit (rate: GCRA, state passed in)
+//!      ChainState (per chain, passed in): rate buckets · verified tokens (verified.rs)
 //!                                     access · headers
 //!      ──▶ Outcome: pass with header changes | refusal (401/403/429/500, step, reason);
 //!          Audit mode: the refusal recorded, the request passed
@@ -21,6 +22,8 @@ pub mod keys;
 pub mod rate;
 pub mod request;
 pub mod select;
+pub mod state;
+pub mod verified;
 
 pub use answer::{HeaderChanges, Outcome, Refusal, StepRef};
 pub use chain::{Chain, ChainError};
@@ -29,3 +32,5 @@ pub use keys::{KeySet, NoRemoteKeys, RemoteKeys};
 pub use rate::RateLimits;
 pub use request::{Identity, Request};
 pub use select::select;
+pub use state::ChainState;
+pub use verified::VerifiedTokens;
