@@ -103,7 +103,7 @@ pub struct NodePolicySpec {
     pub egress: Vec<FilterRule>,
     /// PolicyChains this node's agent serves, with secrets reduced to digests.
     #[serde(default)]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub chains: Vec<CompiledChain>,
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use meshguard_testkit::tokens::venv_tool;
 
@@ -33,65 +33,102 @@ pub struct Route<'a> {
     pub chain: Option<&'a str>,
 }
 
-/// The Envoy bootstrap: the routes in order, ext_proc on each, failing
-/// closed (the configuration docs/l7.md tells users to copy).
+/// The Envoy bootstrap: the routes in order to the echo upstream, ext_proc
+/// on each, failing closed (the configuration docs/l7.md tells users to
+/// copy). Written as JSON, which Envoy reads as YAML.
 pub fn envoy_config(routes: &[Route<'_>]) -> String {
-    let mut listed = String::new();
-    for route in routes {
-        listed.push_str(&format!(
-            "              - name: {}\n                match: {{ prefix: {} }}\n                route: {{ cluster: upstream }}\n",
-            route.name, route.prefix
-        ));
-        if let Some(chain) = route.chain {
-            listed.push_str(&format!(
-                r#"                typed_per_filter_config:
-                  envoy.filters.http.ext_proc:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute
-                    overrides:
-                      grpc_initial_metadata: [{{ key: x-meshguard-chain, value: {chain} }}]
-"#
-            ));
+    let routes: Vec<Value> = routes
+        .iter()
+        .map(|r| {
+            let mut route = json!({
+                "name": r.name, "match": { "prefix": r.prefix },
+                "route": { "cluster": "upstream" }
+            });
+            if let Some(chain) = r.chain {
+                route["typed_per_filter_config"] = chain_metadata(chain);
+            }
+            route
+        })
+        .collect();
+    json!({ "static_resources": {
+        "listeners": [listener("http", LISTEN, routes, vec![ext_proc_filter(), router_filter()])],
+        "clusters": [cluster("upstream", UPSTREAM, false), cluster("meshguard", EXT_PROC, true)]
+    } })
+    .to_string()
+}
+
+/// The ext_proc filter as docs/l7.md configures it: the route name and the
+/// client address sent along, request and response headers processed
+/// (response headers skipped when the chain changes none), bodies and
+/// trailers not, failing closed.
+pub fn ext_proc_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": { "envoy_grpc": { "cluster_name": "meshguard" }, "timeout": "2s" },
+            "failure_mode_allow": false,
+            "allow_mode_override": true,
+            "request_attributes": ["xds.route_name", "source.address"],
+            "processing_mode": {
+                "request_header_mode": "SEND", "response_header_mode": "SEND",
+                "request_body_mode": "NONE", "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"
+            }
         }
+    })
+}
+
+/// A route's `typed_per_filter_config` naming its chain in the ext_proc
+/// stream's initial metadata.
+pub fn chain_metadata(chain: &str) -> Value {
+    json!({ "envoy.filters.http.ext_proc": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+        "overrides": { "grpc_initial_metadata": [{ "key": "x-meshguard-chain", "value": chain }] }
+    } })
+}
+
+pub fn router_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    })
+}
+
+/// A plain-HTTP listener on 127.0.0.1 with one virtual host.
+pub fn listener(name: &str, port: u16, routes: Vec<Value>, filters: Vec<Value>) -> Value {
+    json!({
+        "name": name,
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "filter_chains": [{ "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"], "routes": routes }] },
+                "http_filters": filters
+            }
+        }] }]
+    })
+}
+
+/// A cluster of one endpoint on 127.0.0.1; `http2` for gRPC.
+pub fn cluster(name: &str, port: u16, http2: bool) -> Value {
+    let mut cluster = json!({
+        "name": name,
+        "type": "STATIC",
+        "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+            "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } } } }] }] }
+    });
+    if http2 {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }
+        });
     }
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {LISTEN} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: http
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{listed}          http_filters:
-          - name: envoy.filters.http.ext_proc
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
-              grpc_service: {{ envoy_grpc: {{ cluster_name: meshguard }}, timeout: 2s }}
-              failure_mode_allow: false
-              request_attributes: [xds.route_name, source.address]
-              processing_mode: {{ request_header_mode: SEND, response_header_mode: SEND, request_body_mode: NONE, response_body_mode: NONE, request_trailer_mode: SKIP, response_trailer_mode: SKIP }}
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: upstream
-    type: STATIC
-    load_assignment: {{ cluster_name: upstream, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {UPSTREAM} }} }} }} }}] }}] }}
-  - name: meshguard
-    type: STATIC
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment: {{ cluster_name: meshguard, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {EXT_PROC} }} }} }} }}] }}] }}
-"#
-    )
+    cluster
 }
 
 fn script(name: &str) -> PathBuf {
@@ -116,22 +153,7 @@ pub fn start_envoy(
         &python.to_string_lossy(),
         &[&echo.to_string_lossy(), &UPSTREAM.to_string()],
     )?;
-    let config = mesh.dir.join("envoy.yaml");
-    std::fs::write(&config, envoy_config(routes))?;
-    let log = mesh.dir.join("envoy.log");
-    mesh.spawn(
-        node,
-        &venv_tool("envoy").to_string_lossy(),
-        &[
-            "-c",
-            &config.to_string_lossy(),
-            "--disable-hot-restart",
-            "-l",
-            "warning",
-            "--log-path",
-            &log.to_string_lossy(),
-        ],
-    )?;
+    let (_, log) = spawn_envoy(mesh, node, &envoy_config(routes), &[])?;
     let ns = mesh
         .nodes
         .iter()
@@ -159,6 +181,32 @@ pub fn start_envoy(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Starts Envoy with `config` on `node` (it ends with the mesh); its pid
+/// and the file it logs warnings to.
+pub fn spawn_envoy(
+    mesh: &mut Mesh,
+    node: &str,
+    config: &str,
+    extra: &[&str],
+) -> anyhow::Result<(u32, PathBuf)> {
+    let file = mesh.dir.join("envoy.yaml");
+    std::fs::write(&file, config)?;
+    let log = mesh.dir.join("envoy.log");
+    let mut args = vec![
+        "-c".to_owned(),
+        file.display().to_string(),
+        "--disable-hot-restart".to_owned(),
+        "-l".to_owned(),
+        "warning".to_owned(),
+        "--log-path".to_owned(),
+        log.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pid = mesh.spawn(node, &venv_tool("envoy").to_string_lossy(), &args)?;
+    Ok((pid, log))
 }
 
 /// Sends the requests (`{"method", "path", "headers"}`) through Envoy from

@@ -20,7 +20,9 @@
 #![forbid(unsafe_code)]
 
 pub mod l7;
+pub mod l7_bench;
 pub mod l7_demo;
+pub mod load;
 pub mod manifests;
 pub mod matrix;
 pub mod mesh;

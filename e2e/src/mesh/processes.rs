@@ -167,7 +167,7 @@ impl Mesh {
     }
 
     /// Starts a program in the node's namespaces, stopped with the mesh.
-    pub fn spawn(&mut self, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    pub fn spawn(&mut self, name: &str, program: &str, args: &[&str]) -> anyhow::Result<u32> {
         let child = self
             .node(name)
             .ns
@@ -176,8 +176,15 @@ impl Mesh {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
+        // nsenter execs the program: the child's pid is the program's.
+        let pid = child.id();
         self.node_mut(name).probes.push(child);
-        Ok(())
+        Ok(pid)
+    }
+
+    /// The node's agent's process id, while it runs.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.node(name).agent.as_ref().map(|child| child.id())
     }
 
     /// The agent's peak resident memory (VmHWM), in KiB.

@@ -8,6 +8,9 @@ use envoy_types::pb::{
         config::core::v3::{
             HeaderMap, HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
         },
+        extensions::filters::http::ext_proc::v3::{
+            ProcessingMode, processing_mode::HeaderSendMode,
+        },
         service::ext_proc::v3::{
             CommonResponse, HeaderMutation, HeadersResponse, ImmediateResponse, ProcessingRequest,
             ProcessingResponse, processing_response::Response,
@@ -102,14 +105,27 @@ fn continue_with(changes: &HeaderChanges) -> HeadersResponse {
     }
 }
 
-/// The answer to a `request_headers` message.
+/// The answer to a `request_headers` message. A passed request whose chain
+/// changes no response header tells Envoy to skip the response-headers
+/// message (honoured with `allow_mode_override: true`, docs/l7.md): one
+/// round trip a request instead of two.
 pub fn request_response(outcome: &Outcome) -> ProcessingResponse {
-    let response = match &outcome.refusal {
-        Some(refusal) => Response::ImmediateResponse(immediate(refusal, outcome.chain.as_deref())),
-        None => Response::RequestHeaders(continue_with(&outcome.request_headers)),
+    let (response, mode_override) = match &outcome.refusal {
+        Some(refusal) => (
+            Response::ImmediateResponse(immediate(refusal, outcome.chain.as_deref())),
+            None,
+        ),
+        None => (
+            Response::RequestHeaders(continue_with(&outcome.request_headers)),
+            outcome.response_headers.is_empty().then(|| ProcessingMode {
+                response_header_mode: HeaderSendMode::Skip as i32,
+                ..Default::default()
+            }),
+        ),
     };
     ProcessingResponse {
         response: Some(response),
+        mode_override,
         ..Default::default()
     }
 }
@@ -238,6 +254,26 @@ mod tests {
             panic!("not an immediate response");
         };
         assert_eq!(answer.status.unwrap().code, 400);
+    }
+
+    #[test]
+    fn the_response_headers_message_is_skipped_when_the_chain_changes_none() {
+        let mut outcome = Outcome {
+            chain: Some("shop/orders".into()),
+            refusal: None,
+            audited: None,
+            request_headers: HeaderChanges::default(),
+            response_headers: HeaderChanges::default(),
+            unknown_kid: None,
+            trace: Vec::new(),
+        };
+        let skip = request_response(&outcome).mode_override.unwrap();
+        assert_eq!(skip.response_header_mode, HeaderSendMode::Skip as i32);
+        assert_eq!(skip.request_body_mode, 0, "bodies stay unsent (NONE)");
+        outcome.response_headers.set("x-served-by", "meshguard");
+        assert_eq!(request_response(&outcome).mode_override, None);
+        outcome.refusal = Some(Refusal::new(401, None, "missing API key"));
+        assert_eq!(request_response(&outcome).mode_override, None);
     }
 
     #[test]

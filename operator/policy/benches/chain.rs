@@ -1,10 +1,10 @@
 //! Criterion benchmarks of one request through a chain, in process (the
 //! evaluator the agent and `check-request` run; no gRPC): an empty chain,
-//! each step alone, and the three-step chain of docs/benchmarks.md (apiKey
-//! + jwt RS256 + rateLimit). Token and key set by PyJWT (`.venv/`). Steps
+//! each step alone, and the three-step chain of docs/benchmarks.md: apiKey,
+//! jwt RS256 and rateLimit. Token and key set by PyJWT (`.venv/`). Steps
 //! with a token are measured twice: the token seen before (remembered as
 //! verified, as for every request of a client after its first) and not
-//! (the signature verified in full).
+//! seen before (the signature verified in full).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is a failure report
 
