@@ -5,7 +5,7 @@ CARGO ?= cargo
 export MESHGUARD_VENV ?= $(CURDIR)/.venv
 CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: help deps deps-python demo test lint fmt crds manifests bench
+.PHONY: help deps deps-python demo test lint fmt crds manifests bench fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -40,10 +40,20 @@ manifests: deps-python crds ## Regenerate the CRDs and deploy/meshguard.yaml (th
 	  $(MESHGUARD_VENV)/bin/python scripts/chart.py render; } > deploy/meshguard.yaml.tmp
 	@mv deploy/meshguard.yaml.tmp deploy/meshguard.yaml
 
-bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), then the agent's dataplane (root); docs/benchmarks.md
+bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), the agent's dataplane and L7 through Envoy (root); docs/benchmarks.md
 	$(CARGO) bench -p meshguard-policy --bench compile
 	$(CARGO) bench -p meshguard-policy --bench chain
 	$(CARGO) run --release -q -p meshguard-policy --example compile_scale
 	$(CARGO) run --release -q -p meshguard-operator --example operator_scale
 	$(CARGO) build --release -q -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins
 	$(CARGO_TARGET)/release/dataplane-bench
+	$(CARGO_TARGET)/release/l7-bench
+
+FUZZ_SECONDS ?= 600
+fuzz: ## Each fuzz target for FUZZ_SECONDS (default 600), stable Rust (cargo-fuzz --sanitizer none); docs/development.md
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --version 0.13.2
+	$(CARGO) run -q -p meshguard-fuzz --example seeds -- node-agent/fuzz/corpus
+	@for target in token ext_proc; do \
+	  $(CARGO) fuzz run --sanitizer none --fuzz-dir node-agent/fuzz $$target node-agent/fuzz/corpus/$$target \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done

@@ -12,9 +12,10 @@ python_only=false
 if [ "${1:-}" = --python-only ]; then python_only=true; fi
 
 # System packages (../shared/TOOLBOX.md). --no-install-recommends matters:
-# wireguard-tools would otherwise pull in a kernel image and systemd.
+# wireguard-tools would otherwise pull in a kernel image and systemd. g++
+# builds libFuzzer (libfuzzer-sys, the fuzz crate).
 apt_packages=(
-  clang llvm libbpf-dev bpftool
+  clang llvm libbpf-dev bpftool g++
   iptables ipset iproute2 wireguard-tools conntrack
   iputils-ping netcat-openbsd wrk iperf3
   python3-venv

@@ -9,7 +9,9 @@ use std::{
 };
 
 use meshguard_crds::node_policy::CompiledChain;
-use meshguard_policy::l7::{Chain, ChainError, ChainState};
+use meshguard_policy::l7::{
+    self, Chain, ChainError, ChainState, Context, Outcome, RemoteKeys, Request, StepRef, Unmatched,
+};
 
 /// An immutable set of chains, shared by the streams that use it; the
 /// three lists run in parallel.
@@ -27,6 +29,48 @@ impl ChainSet {
     pub fn state_of(&self, chain: &Chain) -> Option<&Arc<ChainState>> {
         let i = self.chains.iter().position(|c| std::ptr::eq(c, chain))?;
         self.states.get(i)
+    }
+
+    /// Answers a request: selects its chain (by the name the stream's
+    /// metadata gave, else by route) and runs it on that chain's state.
+    /// The server and the fuzz targets both come through here, so what is
+    /// fuzzed is what serves.
+    pub fn answer(
+        &self,
+        named: Option<&str>,
+        request: &Request,
+        unmatched: Unmatched,
+        now: std::time::Duration,
+        remote_keys: &dyn RemoteKeys,
+        mut step_finished: Option<&mut dyn FnMut(StepRef)>,
+    ) -> Outcome {
+        let selected = l7::select(&self.chains, named, request.route.as_deref());
+        // A chain that was selected is one of this set's, so it has a state;
+        // the fresh one only stands in for "no chain", where nothing is kept.
+        let none = ChainState::default();
+        let state = selected
+            .as_ref()
+            .ok()
+            .and_then(|c| self.state_of(c))
+            .map_or(&none, |s| s.as_ref());
+        // Context ties the observer's lifetime to the state's; a local
+        // closure that forwards to it has the shorter one.
+        let mut forward = |step: StepRef| {
+            if let Some(f) = step_finished.as_deref_mut() {
+                f(step);
+            }
+        };
+        l7::answer(
+            selected,
+            request,
+            unmatched,
+            &mut Context {
+                now,
+                state,
+                remote_keys,
+                step_finished: Some(&mut forward),
+            },
+        )
     }
 }
 

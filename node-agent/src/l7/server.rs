@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_request::Request as Phase,
     processing_response::Response,
 };
-use meshguard_policy::l7::{self, ChainState, Context, HeaderChanges, Outcome, StepRef, Unmatched};
+use meshguard_policy::l7::{HeaderChanges, Outcome, StepRef, Unmatched};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Status, Streaming};
@@ -130,36 +130,22 @@ impl ExternalProcessor for Processor {
                         ) {
                             Err(bad) => convert::bad_request(&bad),
                             Ok(request) => {
-                                let selected = l7::select(
-                                    &set.chains,
-                                    named.as_deref(),
-                                    request.route.as_deref(),
-                                );
-                                let none = ChainState::default();
-                                let state = selected
-                                    .as_ref()
-                                    .ok()
-                                    .and_then(|c| set.state_of(c))
-                                    .map_or(&none, |s| s.as_ref());
                                 let now = SystemTime::now()
                                     .duration_since(SystemTime::UNIX_EPOCH)
                                     .unwrap_or_default();
                                 let mut steps = Vec::new();
                                 let mut mark = Instant::now();
-                                let outcome = l7::answer(
-                                    selected,
+                                let outcome = set.answer(
+                                    named.as_deref(),
                                     &request,
                                     unmatched,
-                                    &mut Context {
-                                        now,
-                                        state,
-                                        remote_keys: &jwks,
-                                        step_finished: Some(&mut |step| {
-                                            let at = Instant::now();
-                                            steps.push((step, (at - mark).as_secs_f64()));
-                                            mark = at;
-                                        }),
-                                    },
+                                    now,
+                                    &jwks,
+                                    Some(&mut |step| {
+                                        let at = Instant::now();
+                                        steps.push((step, (at - mark).as_secs_f64()));
+                                        mark = at;
+                                    }),
                                 );
                                 if let Some(uri) = &outcome.unknown_kid {
                                     jwks.unknown_kid(uri);

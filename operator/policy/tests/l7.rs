@@ -782,4 +782,10 @@ fn unusable_chains_are_refused_naming_the_step_and_field() {
     );
     assert!(bad(json!({})).contains("needs one kind"));
     assert!(bad(json!({ "rateLimit": { "requests": 0 } })).contains("steps[1].rateLimit"));
+    // An empty allow would match every request (a field the API does not
+    // have, such as `headers`, reads as nothing).
+    assert_eq!(
+        bad(json!({ "access": { "allow": { "headers": { "x": "y" } } } })),
+        "chain shop/orders: steps[1].access.allow: needs at least one of methods, pathPrefixes, sourceCIDRs, clientIds or claims"
+    );
 }

@@ -458,6 +458,20 @@ fn access(step: &AccessStep) -> Result<Access, (String, String)> {
 }
 
 fn access_match(m: &AccessMatch) -> Result<Match, String> {
+    // The CRD refuses an empty match too; checked again because an empty
+    // `allow` would match every request, and a NodePolicy file need not
+    // have passed admission.
+    if m.methods.is_none()
+        && m.path_prefixes.is_none()
+        && m.source_cidrs.is_none()
+        && m.client_ids.is_none()
+        && m.claims.is_none()
+    {
+        return Err(
+            "needs at least one of methods, pathPrefixes, sourceCIDRs, clientIds or claims"
+                .to_owned(),
+        );
+    }
     let source_cidrs = m
         .source_cidrs
         .as_ref()
