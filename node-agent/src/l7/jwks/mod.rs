@@ -85,31 +85,40 @@ impl RemoteJwks {
         self.read().counts()
     }
 
-    /// Fetches what falls due, forever; `observe` sees every fetch.
-    pub async fn run(self, fetcher: Fetcher, observe: impl Fn(Fetched<'_>) + Send + 'static) {
+    /// Fetches what falls due, forever; `observe` sees every fetch. Each
+    /// fetch runs as a task of its own, so a key set whose server hangs
+    /// until the timeout never holds back the refetch another set's unknown
+    /// `kid` asked for.
+    pub async fn run(
+        self,
+        fetcher: Fetcher,
+        observe: impl Fn(Fetched<'_>) + Send + Sync + 'static,
+    ) {
         // Far enough to mean "nothing due", near enough not to overflow.
         const IDLE: Duration = Duration::from_secs(3600);
+        let observe = Arc::new(observe);
         loop {
+            // Bound first: the lock is not held while tasks are spawned.
             let due = self.write().due(Instant::now());
-            let results = futures::future::join_all(due.iter().map(|uri| {
-                let fetcher = fetcher.clone();
-                async move {
+            for uri in due {
+                let (jwks, fetcher, observe) = (self.clone(), fetcher.clone(), observe.clone());
+                tokio::spawn(async move {
                     let started = Instant::now();
-                    (fetcher.fetch(uri).await, started.elapsed().as_secs_f64())
-                }
-            }))
-            .await;
-            for (uri, (result, seconds)) in due.iter().zip(results) {
-                let kept = self.write().finished(
-                    uri,
-                    result.as_ref().map(Arc::clone).map_err(|_| ()),
-                    Instant::now(),
-                );
-                observe(Fetched {
-                    uri,
-                    result: result.as_ref().map(|keys| keys.len()),
-                    kept: &kept,
-                    seconds,
+                    let result = fetcher.fetch(&uri).await;
+                    let seconds = started.elapsed().as_secs_f64();
+                    let kept = jwks.write().finished(
+                        &uri,
+                        result.as_ref().map(Arc::clone).map_err(|_| ()),
+                        Instant::now(),
+                    );
+                    observe(Fetched {
+                        uri: &uri,
+                        result: result.as_ref().map(|keys| keys.len()),
+                        kept: &kept,
+                        seconds,
+                    });
+                    // The set's next fetch is scheduled now: the loop looks again.
+                    jwks.wake.notify_one();
                 });
             }
             let next = self
