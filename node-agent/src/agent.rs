@@ -14,13 +14,14 @@ use std::{
 };
 
 use anyhow::Context;
+use clap::ValueEnum;
 use meshguard_crds::{NodePolicyStatus, validation::Validator};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::{
-    backend::iptables::{Iptables, render::Family},
-    cli::{Common, RunArgs, UnmatchedRoute, WireGuardMode},
+    backend::{Backend, Enforcement, Family, iptables::Iptables},
+    cli::{BackendKind, Common, RunArgs, UnmatchedRoute, WireGuardMode},
     endpoints::{self, Endpoints},
     http::{self, Shared},
     keys::KeyPair,
@@ -65,13 +66,19 @@ pub fn device(common: &Common) -> anyhow::Result<Box<dyn Device>> {
     }
 }
 
+/// The packet filter `--backend` names.
+fn backend(kind: BackendKind, common: &Common) -> Box<dyn Backend> {
+    match kind {
+        BackendKind::Iptables => Box::new(Iptables::new(&common.interface, families())),
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let keys = KeyPair::load_or_create(&args.private_key)?;
     let public_key = keys.public_base64();
     tracing::info!(node = %args.node, public_key = %keys.public_base64(), "starting");
     let device = device(&args.common)?;
     let settings = Settings {
-        interface: args.common.interface.clone(),
         enforcement: args.enforcement,
         nflog_group: args.nflog_group,
         mesh_cidrs: args.common.mesh_cidrs.clone(),
@@ -81,7 +88,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         interface: args.common.interface.clone(),
         mtu: args.mtu,
     };
-    let backend = Iptables::new(&args.common.interface, families());
+    let backend = backend(args.backend, &args.common);
+    let backend_name = backend.name();
+    tracing::info!(backend = backend_name, "packet filter");
     let reconciler = Arc::new(Mutex::new(Reconciler::new(
         settings, keys, device, netdev, backend,
     )));
@@ -170,12 +179,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (sink, _watcher) = start_source(&args, public_key, updates).await?;
 
     let mut status = NodePolicyStatus {
-        backend: Some("iptables".into()),
+        backend: Some(backend_name.into()),
         ..Default::default()
     };
     let mut status_written = true;
     // Endpoint names of the state last applied, and what they resolved to.
-    let audit_peers = args.enforcement == crate::backend::Enforcement::Audit;
+    let audit_peers = args.enforcement == Enforcement::Audit;
     let mut names: Vec<String> = Vec::new();
     let mut resolved = Endpoints::default();
     let mut resync = tokio::time::interval(args.resync_interval);
@@ -476,8 +485,10 @@ async fn write_status(sink: &Sink, status: &NodePolicyStatus) -> bool {
 
 /// `meshguard-agent teardown`.
 pub fn teardown(common: &Common) -> anyhow::Result<()> {
-    let mut backend = Iptables::new(&common.interface, families());
-    backend.teardown()?;
+    // Whichever backend ran: each removes only what is its own.
+    for kind in BackendKind::value_variants() {
+        backend(*kind, common).teardown()?;
+    }
     Netdev {
         interface: common.interface.clone(),
         mtu: 0,

@@ -140,6 +140,7 @@ pub struct RunArgs {
     pub private_key: PathBuf,
     #[command(flatten)]
     pub common: Common,
+    /// The packet filter that enforces the rules (NodePolicy status `backend`).
     #[arg(
         long,
         env = "MESHGUARD_BACKEND",

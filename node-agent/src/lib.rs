@@ -6,7 +6,7 @@
 //!      ──▶ reconcile: desired (the spec parsed, refused whole if unusable)
 //!      ├─ wireguard: exactly the allowed peers (kernel netlink | UAPI)
 //!      ├─ netdev: address, MTU, routes, fail-closed blackholes
-//!      ├─ backend: iptables+ipset (eBPF to come)
+//!      ├─ backend (one contract): iptables+ipset (eBPF to come)
 //!      └─ conntrack: established connections the new rules deny, cut
 //!  status · metrics · health · drift repair
 //! ```

@@ -15,10 +15,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::backend::iptables::{
-    RuleCounter,
-    render::{CHAIN_IN, CHAIN_OUT},
-};
+use crate::backend::RuleCounter;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -234,15 +231,10 @@ impl Collector for RuleCollector {
                 let (policy, rule) =
                     c.id.split_once('/')
                         .unwrap_or(("meshguard", c.id.trim_start_matches("meshguard:")));
-                let direction = match c.chain {
-                    CHAIN_IN => "ingress",
-                    CHAIN_OUT => "egress",
-                    _ => "guard",
-                };
                 let labels = RuleLabels {
                     policy: policy.to_owned(),
                     rule: rule.to_owned(),
-                    direction,
+                    direction: c.direction.label(),
                 };
                 let value = ConstCounter::new(if bytes { c.bytes } else { c.packets });
                 value.encode(metric.encode_family(&labels)?)?;

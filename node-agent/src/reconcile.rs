@@ -2,9 +2,10 @@
 //!
 //! An apply goes in an order that never opens more than either state allows:
 //! everything that can fail without touching the node first (parsing the
-//! spec into [`Desired`], which refuses it whole if any part is unusable;
-//! rendering), then the interface, the rules and sets, the connections the
-//! new rules deny ([`conntrack`]), the routes, and last the peers (a new peer
+//! spec into [`Desired`], which refuses it whole if any part is unusable),
+//! then the interface, the rules and sets (the [`Backend`], whichever runs:
+//! rendered and applied as one transaction), the connections the new rules
+//! deny ([`conntrack`]), the routes, and last the peers (a new peer
 //! appears after the rules that govern it; a removed peer's rules are gone
 //! before it is). If a step fails, the previous state is applied again and
 //! the error reported: what was enforced stays enforced.
@@ -27,13 +28,7 @@ use ipnet::IpNet;
 use meshguard_crds::NodePolicySpec;
 
 use crate::{
-    backend::{
-        Enforcement,
-        iptables::{
-            Changes, Iptables, RuleCounter,
-            render::{Options, Rendered, render},
-        },
-    },
+    backend::{Backend, Changes, Enforcement, Filter, RuleCounter},
     command::CommandError,
     conntrack,
     desired::{self, Desired, Invalid},
@@ -43,9 +38,9 @@ use crate::{
     wireguard::{Device, PeerConfig, WireGuardError, diff, handshake},
 };
 
-/// Agent-wide settings that shape how a NodePolicy is applied.
+/// Agent-wide settings that shape how a NodePolicy is applied (the
+/// interface is the device's, the netdev's and the backend's own).
 pub struct Settings {
-    pub interface: String,
     pub enforcement: Enforcement,
     pub nflog_group: u16,
     pub mesh_cidrs: Vec<IpNet>,
@@ -112,7 +107,7 @@ pub struct Reconciler {
     keys: KeyPair,
     device: Box<dyn Device>,
     netdev: Netdev,
-    backend: Iptables,
+    backend: Box<dyn Backend>,
     /// The peers asked for last, and the state they came from.
     asked: Vec<PeerConfig>,
     /// The rest of what the last successful enforce left.
@@ -126,12 +121,13 @@ struct Enforced {
     routes: BTreeSet<Route>,
 }
 
-/// A NodePolicy turned into what the node needs, before touching anything.
-struct Plan {
+/// A NodePolicy turned into what the node needs, before touching anything
+/// (the packet filter renders its part as it applies it).
+struct Plan<'a> {
+    desired: &'a Desired,
     mesh_ip: IpAddr,
     listen_port: u16,
     peers: Vec<PeerConfig>,
-    rendered: Rendered,
     routes: BTreeSet<Route>,
     unresolved: Vec<String>,
 }
@@ -142,7 +138,7 @@ impl Reconciler {
         keys: KeyPair,
         device: Box<dyn Device>,
         netdev: Netdev,
-        backend: Iptables,
+        backend: Box<dyn Backend>,
     ) -> Reconciler {
         Reconciler {
             settings,
@@ -161,7 +157,12 @@ impl Reconciler {
         self.current.as_ref()
     }
 
-    fn plan(&self, desired: &Desired, endpoints: &Endpoints) -> Plan {
+    /// The packet filter's name (NodePolicy status `backend`).
+    pub fn backend(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    fn plan<'a>(&self, desired: &'a Desired, endpoints: &Endpoints) -> Plan<'a> {
         let mut peers = Vec::new();
         let mut unresolved = Vec::new();
         let mut routed: Vec<IpNet> = self.settings.mesh_cidrs.clone();
@@ -195,18 +196,11 @@ impl Reconciler {
                 persistent_keepalive: self.settings.persistent_keepalive,
             });
         }
-        let options = Options {
-            interface: &self.settings.interface,
-            enforcement: self.settings.enforcement,
-            nflog_group: self.settings.nflog_group,
-            mesh_cidrs: &self.settings.mesh_cidrs,
-            families: self.backend.families(),
-        };
         Plan {
+            desired,
             mesh_ip: desired.mesh_ip,
             listen_port: desired.listen_port,
             peers,
-            rendered: render(desired, &options),
             routes: Netdev::wanted(&routed),
             unresolved,
         }
@@ -249,17 +243,14 @@ impl Reconciler {
     /// allows, when the rules may have tightened (the first apply, or any
     /// rule or set change). Agent-wide audit cuts nothing: it drops nothing.
     fn cut(&self, desired: &Desired, changes: &Changes) -> Result<usize, String> {
-        let changed = self.current.is_none()
-            || changes.sets_written > 0
-            || changes.rules_edited > 0
-            || !changes.rewritten.is_empty();
+        let changed = self.current.is_none() || changes.rules_touched();
         if self.settings.enforcement == Enforcement::Audit || !changed {
             return Ok(0);
         }
         conntrack::cut(desired, &self.settings.mesh_cidrs).map_err(|e| e.to_string())
     }
 
-    fn enforce(&mut self, plan: &Plan) -> Result<Report, ApplyError> {
+    fn enforce(&mut self, plan: &Plan<'_>) -> Result<Report, ApplyError> {
         let mut steps = Steps::default();
         // Parts the last successful enforce left as this plan wants them are
         // not read or written again: a rule change costs only the rules. A
@@ -286,7 +277,12 @@ impl Reconciler {
             self.netdev.configure(plan.mesh_ip)?;
         }
         steps.done("address");
-        let changes = self.backend.apply(&plan.rendered)?;
+        let filter = Filter {
+            enforcement: self.settings.enforcement,
+            nflog_group: self.settings.nflog_group,
+            mesh_cidrs: &self.settings.mesh_cidrs,
+        };
+        let applied = self.backend.apply(plan.desired, &filter)?;
         steps.done("filter");
         let routes_changed = if routes_same {
             0
@@ -321,8 +317,8 @@ impl Reconciler {
             peers: plan.peers.len(),
             peers_added: peer_plan.add.len(),
             peers_removed: peer_plan.remove.len(),
-            rules: plan.rendered.rule_count(),
-            changes,
+            rules: applied.rules,
+            changes: applied.changes,
             routes_changed,
             unresolved: plan.unresolved.clone(),
             connections_cut: Ok(0),

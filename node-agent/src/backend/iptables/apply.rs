@@ -28,18 +28,10 @@ use super::{
     render::{CHAINS, Family, IpSet, Rendered, Ruleset},
     tools::{restore_tool, save_tool, tool},
 };
-use crate::command::{self, CommandError};
-
-/// What changed in the kernel in one apply.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    pub sets_written: usize,
-    pub sets_destroyed: usize,
-    /// Kernel rules deleted and inserted by in-place edits.
-    pub rules_edited: usize,
-    /// Families whose chains were rewritten whole.
-    pub rewritten: Vec<Family>,
-}
+use crate::{
+    backend::contract::Changes,
+    command::{self, CommandError},
+};
 
 pub struct Iptables {
     pub(super) interface: String,
@@ -84,7 +76,7 @@ impl Iptables {
         })
     }
 
-    pub fn apply(&mut self, rendered: &Rendered) -> Result<Changes, CommandError> {
+    pub fn apply_rendered(&mut self, rendered: &Rendered) -> Result<Changes, CommandError> {
         let mut changes = Changes::default();
         for &family in &self.families {
             self.ruleset(rendered, family)?;

@@ -4,17 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use super::{Iptables, saved::counted_rules, tools::save_tool};
-use crate::command::{self, CommandError};
-
-/// Packet and byte counts of one rule id in one chain.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuleCounter {
-    pub chain: &'static str,
-    pub id: String,
-    pub packets: u64,
-    pub bytes: u64,
-}
+use super::{
+    Iptables,
+    render::{CHAIN_IN, CHAIN_OUT},
+    saved::counted_rules,
+    tools::save_tool,
+};
+use crate::{
+    backend::contract::{Direction, RuleCounter},
+    command::{self, CommandError},
+};
 
 impl Iptables {
     /// Packet and byte counts per rule id (the full id, whatever short form
@@ -52,7 +51,11 @@ impl Iptables {
                     .copied()
                     .unwrap_or_default();
                 RuleCounter {
-                    chain,
+                    direction: match chain {
+                        CHAIN_IN => Direction::Ingress,
+                        CHAIN_OUT => Direction::Egress,
+                        _ => Direction::Guard,
+                    },
                     id,
                     packets: packets + cp,
                     bytes: bytes + cb,

@@ -8,29 +8,14 @@ use super::{
     Iptables,
     hooks::missing_hooks,
     ipset::sets_in,
-    render::{CHAINS, Family},
+    render::CHAINS,
     saved::{chains_in, fingerprint},
     tools::save_tool,
 };
-use crate::command::{self, CommandError};
-
-/// What drifted from the applied state (someone flushed a chain, deleted a set...).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Drift {
-    Rules(Family),
-    Hooks(Family),
-    Set(String),
-}
-
-impl Drift {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Drift::Rules(_) => "rules",
-            Drift::Hooks(_) => "hooks",
-            Drift::Set(_) => "sets",
-        }
-    }
-}
+use crate::{
+    backend::contract::Drift,
+    command::{self, CommandError},
+};
 
 impl Iptables {
     /// Compares the kernel with what was applied.

@@ -19,8 +19,11 @@
 //!               └─ tools   iptables or ip6tables, per family
 //!  drift ◀── saved (iptables-save parsed, fingerprints) ──▶ counters (per rule id)
 //! ```
+//!
+//! `contract` puts it behind [`crate::backend::Backend`]: render, then apply.
 
 mod apply;
+mod contract;
 mod counters;
 mod drift;
 mod edit;
@@ -30,6 +33,4 @@ pub mod render;
 mod saved;
 mod tools;
 
-pub use apply::{Changes, Iptables};
-pub use counters::RuleCounter;
-pub use drift::Drift;
+pub use apply::Iptables;

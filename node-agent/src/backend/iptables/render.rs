@@ -29,8 +29,9 @@ use ipnet::IpNet;
 use meshguard_crds::{Action, Protocol};
 use sha2::{Digest, Sha256};
 
+pub use crate::backend::contract::Family;
 use crate::{
-    backend::Enforcement,
+    backend::contract::Enforcement,
     desired::{Desired, Remote, Rule, canonical},
     wireguard::handshake,
 };
@@ -54,20 +55,8 @@ pub const COMMENT_MAX: usize = 255;
 /// What NFLOG keeps of a prefix.
 pub const NFLOG_PREFIX_MAX: usize = 63;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
+/// What a family is called in rule text, set names and ipset.
 impl Family {
-    pub fn of(net: &IpNet) -> Family {
-        match net {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        }
-    }
-
     fn prefix(self) -> &'static str {
         match self {
             Family::V4 => "mg4",

@@ -1,0 +1,53 @@
+//! The iptables backend behind [`Backend`]: a NodePolicy is rendered (pure,
+//! [`render`]) for the families the node has, then applied as one
+//! transaction.
+
+use super::{
+    Iptables,
+    render::{Options, render},
+};
+use crate::{
+    backend::contract::{Applied, Backend, Drift, Filter, RuleCounter},
+    command::CommandError,
+    desired::Desired,
+};
+
+impl Backend for Iptables {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn apply(&mut self, desired: &Desired, filter: &Filter<'_>) -> Result<Applied, CommandError> {
+        let rendered = render(
+            desired,
+            &Options {
+                interface: &self.interface,
+                enforcement: filter.enforcement,
+                nflog_group: filter.nflog_group,
+                mesh_cidrs: filter.mesh_cidrs,
+                families: &self.families,
+            },
+        );
+        let changes = self.apply_rendered(&rendered)?;
+        Ok(Applied {
+            rules: rendered.rule_count(),
+            changes,
+        })
+    }
+
+    fn drift(&self) -> Result<Vec<Drift>, CommandError> {
+        Iptables::drift(self)
+    }
+
+    fn repair(&mut self) -> Result<(), CommandError> {
+        Iptables::repair(self)
+    }
+
+    fn counters(&mut self) -> Result<Vec<RuleCounter>, CommandError> {
+        Iptables::counters(self)
+    }
+
+    fn teardown(&mut self) -> Result<(), CommandError> {
+        Iptables::teardown(self)
+    }
+}
