@@ -14,8 +14,9 @@
 //! 4. Memory: the agent's resident size with 100 chains, then after
 //!    100,000 rate-limit keys (each request a key of its own).
 //!
-//! Before measuring, every variant must answer 200 to the request measured
-//! and 401 to one without credentials: a variant that checked nothing
+//! Before measuring, every variant must answer 200 to the request measured,
+//! and the two that check credentials (meshguard's three-step chain and
+//! Envoy's own filters) 401 to one without: a variant that checked nothing
 //! would make a fast and meaningless figure.
 
 use std::{

@@ -27,7 +27,8 @@ pub mod seeds;
 use std::{cell::RefCell, sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    ProcessingRequest, processing_request::Request as Phase, processing_response::Response,
+    ProcessingRequest, ProcessingResponse, processing_request::Request as Phase,
+    processing_response::Response,
 };
 use meshguard_agent::l7::{
     chains::{ChainSet, Current},
@@ -171,8 +172,12 @@ pub fn ext_proc(data: &[u8]) -> Option<u32> {
             convert::request_response(&outcome)
         }
     };
-    // What goes back to Envoy must encode.
-    assert!(!response.encode_to_vec().is_empty());
+    // What goes back to Envoy must survive the wire: decoded, it is the
+    // same answer (a header value that is not valid protobuf UTF-8 would
+    // not be).
+    let decoded = ProcessingResponse::decode(response.encode_to_vec().as_slice())
+        .expect("an answer the agent encoded decodes");
+    assert_eq!(decoded, response, "the answer changed on the wire");
     Some(match &response.response {
         Some(Response::ImmediateResponse(immediate)) => {
             immediate.status.as_ref().map_or(0, |s| s.code as u32)

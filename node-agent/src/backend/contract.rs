@@ -53,7 +53,8 @@ pub struct Filter<'a> {
 /// What one apply put in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Rules in force after it, the backend's own included.
+    /// Kernel rules the NodePolicy's rules became, in the families
+    /// enforced (the backend's own guards and default deny not counted).
     pub rules: usize,
     pub changes: Changes,
 }
@@ -128,8 +129,11 @@ pub struct RuleCounter {
     pub bytes: u64,
 }
 
-/// A packet filter. Each call is a transaction: on error, what was in
-/// force before stays in force.
+/// A packet filter. When `apply` fails, the reconciler applies the state
+/// before it again; that second apply must put it back whole, whatever the
+/// failed one had already written (iptables: each kernel step is a
+/// transaction, and after a failure it forgets what it applied, so the next
+/// apply rewrites everything).
 pub trait Backend: Send {
     /// As the NodePolicy status (`backend`), the logs and the metrics say it.
     fn name(&self) -> &'static str;

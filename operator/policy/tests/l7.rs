@@ -788,4 +788,20 @@ fn unusable_chains_are_refused_naming_the_step_and_field() {
         bad(json!({ "access": { "allow": { "headers": { "x": "y" } } } })),
         "chain shop/orders: steps[1].access.allow: needs at least one of methods, pathPrefixes, sourceCIDRs, clientIds or claims"
     );
+    // A field given empty: an empty claims map in `allow` would match every
+    // request, an empty list in `deny` none.
+    assert_eq!(
+        bad(json!({ "access": { "allow": { "claims": {} } } })),
+        "chain shop/orders: steps[1].access.allow: claims: must not be empty"
+    );
+    assert_eq!(
+        bad(json!({ "access": { "deny": { "pathPrefixes": [] } } })),
+        "chain shop/orders: steps[1].access.deny: pathPrefixes: must not be empty"
+    );
+    assert!(
+        bad(
+            json!({ "when": { "headers": {} }, "headers": { "request": { "set": { "a": "b" } } } })
+        )
+        .ends_with("headers: must not be empty"),
+    );
 }

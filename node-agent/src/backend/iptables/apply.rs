@@ -12,7 +12,10 @@
 //!   later is drift, repaired by a rewrite.
 //! - Sets no rule uses any more are destroyed last.
 //!
-//! Every step is a transaction: a failure leaves what was there.
+//! Every step is a transaction: a failed step leaves what was there. When a
+//! step fails after others went in, what was applied is forgotten, so the
+//! next apply (the reconciler's rollback) rewrites everything; sets only
+//! the failed revision used stay until teardown.
 //!
 //! The steps' parts are next door: [`super::ipset`] (set scripts),
 //! [`super::edit`] (in-place chain edits), [`super::hooks`] (jumps from the
@@ -76,7 +79,20 @@ impl Iptables {
         })
     }
 
+    /// Applies `rendered`. Each kernel step is a transaction, the whole is
+    /// not: when a later step fails (the IPv6 rules after the sets and the
+    /// IPv4 rules went in), what was applied is forgotten, so the next
+    /// apply (the reconciler's rollback) rewrites everything rather than
+    /// diffing against a state the kernel no longer holds.
     pub fn apply_rendered(&mut self, rendered: &Rendered) -> Result<Changes, CommandError> {
+        let result = self.transaction(rendered);
+        if result.is_err() {
+            self.applied = None;
+        }
+        result
+    }
+
+    fn transaction(&mut self, rendered: &Rendered) -> Result<Changes, CommandError> {
         let mut changes = Changes::default();
         for &family in &self.families {
             self.ruleset(rendered, family)?;

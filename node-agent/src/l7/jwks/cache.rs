@@ -36,6 +36,10 @@ struct Entry {
     /// Failures in a row.
     failures: u32,
     in_flight: bool,
+    /// False once no chain names the URI; an entry whose fetch is still
+    /// running is kept until it finishes, so that the URI wanted again
+    /// meanwhile does not get a second fetch beside it.
+    wanted: bool,
 }
 
 /// What a finished fetch did to the cache.
@@ -67,7 +71,10 @@ impl Cache {
     /// chain names any more are forgotten. Returns whether any is new.
     pub fn want<'a>(&mut self, uris: impl IntoIterator<Item = &'a str>, now: Instant) -> bool {
         let wanted: std::collections::BTreeSet<&str> = uris.into_iter().collect();
-        self.entries.retain(|uri, _| wanted.contains(uri.as_str()));
+        for (uri, entry) in &mut self.entries {
+            entry.wanted = wanted.contains(uri.as_str());
+        }
+        self.entries.retain(|_, e| e.wanted || e.in_flight);
         let mut added = false;
         for uri in wanted {
             if !self.entries.contains_key(uri) {
@@ -79,6 +86,7 @@ impl Cache {
                         last_attempt: None,
                         failures: 0,
                         in_flight: false,
+                        wanted: true,
                     },
                 );
                 added = true;
@@ -88,14 +96,17 @@ impl Cache {
     }
 
     pub fn keys(&self, uri: &str) -> Option<Arc<KeySet>> {
-        self.entries.get(uri).and_then(|e| e.keys.clone())
+        self.entries
+            .get(uri)
+            .filter(|e| e.wanted)
+            .and_then(|e| e.keys.clone())
     }
 
     /// The URIs to fetch now, marked in flight until `finished`.
     pub fn due(&mut self, now: Instant) -> Vec<String> {
         let mut due = Vec::new();
         for (uri, entry) in &mut self.entries {
-            if !entry.in_flight && entry.next <= now {
+            if entry.wanted && !entry.in_flight && entry.next <= now {
                 entry.in_flight = true;
                 entry.last_attempt = Some(now);
                 due.push(uri.clone());
@@ -139,6 +150,10 @@ impl Cache {
             return Kept::Dropped;
         };
         entry.in_flight = false;
+        if !entry.wanted {
+            self.entries.remove(uri);
+            return Kept::Dropped;
+        }
         match result {
             Ok(keys) => {
                 entry.failures = 0;
@@ -163,8 +178,9 @@ impl Cache {
 
     /// URIs wanted, and how many of them have a set.
     pub fn counts(&self) -> (usize, usize) {
-        let held = self.entries.values().filter(|e| e.keys.is_some()).count();
-        (self.entries.len(), held)
+        let wanted = self.entries.values().filter(|e| e.wanted);
+        let held = wanted.clone().filter(|e| e.keys.is_some()).count();
+        (wanted.count(), held)
     }
 }
 
@@ -289,5 +305,33 @@ mod tests {
         assert_eq!(c.counts(), (1, 0));
         assert!(c.keys(URI).is_none());
         assert_eq!(c.finished(URI, Ok(set("a")), t0), Kept::Dropped);
+    }
+
+    #[test]
+    fn a_uri_wanted_again_while_its_fetch_runs_gets_no_second_fetch() {
+        let t0 = Instant::now();
+        let mut c = cache();
+        c.want([URI], t0);
+        assert_eq!(c.due(t0), [URI]);
+        // Its chains go, then come back, while the fetch still runs.
+        c.want(None::<&str>, t0);
+        assert_eq!(c.counts(), (0, 0));
+        assert!(c.keys(URI).is_none());
+        c.want([URI], t0 + secs(1));
+        assert!(
+            c.due(t0 + secs(1)).is_empty(),
+            "a second fetch beside the first"
+        );
+        assert_eq!(
+            c.finished(URI, Ok(set("a")), t0 + secs(2)),
+            Kept::New { keys: 1 }
+        );
+        assert!(c.keys(URI).is_some());
+        // Dropped while in flight and not wanted again: its answer is not kept.
+        assert_eq!(c.due(t0 + secs(400)), [URI]);
+        c.want(None::<&str>, t0 + secs(400));
+        assert_eq!(c.finished(URI, Ok(set("a")), t0 + secs(401)), Kept::Dropped);
+        assert_eq!(c.counts(), (0, 0));
+        assert!(c.due(t0 + secs(1000)).is_empty());
     }
 }

@@ -3,7 +3,12 @@
 //! configuration and a chain that cannot run is refused whole, naming the
 //! step and field, before it replaces one that can.
 
-use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use meshguard_crds::{
@@ -458,9 +463,10 @@ fn access(step: &AccessStep) -> Result<Access, (String, String)> {
 }
 
 fn access_match(m: &AccessMatch) -> Result<Match, String> {
-    // The CRD refuses an empty match too; checked again because an empty
-    // `allow` would match every request, and a NodePolicy file need not
-    // have passed admission.
+    // The CRD refuses these too; checked again because a NodePolicy file
+    // need not have passed admission, and an empty match fails open: an
+    // `allow` with no field (or an empty claims map) matches every request,
+    // a `deny` with an empty list matches none.
     if m.methods.is_none()
         && m.path_prefixes.is_none()
         && m.source_cidrs.is_none()
@@ -472,6 +478,13 @@ fn access_match(m: &AccessMatch) -> Result<Match, String> {
                 .to_owned(),
         );
     }
+    refuse_empty(&[
+        ("methods", m.methods.as_ref().map(Vec::len)),
+        ("pathPrefixes", m.path_prefixes.as_ref().map(Vec::len)),
+        ("sourceCIDRs", m.source_cidrs.as_ref().map(Vec::len)),
+        ("clientIds", m.client_ids.as_ref().map(Vec::len)),
+        ("claims", m.claims.as_ref().map(BTreeMap::len)),
+    ])?;
     let source_cidrs = m
         .source_cidrs
         .as_ref()
@@ -503,6 +516,11 @@ fn when_match(m: &RequestMatch) -> Result<Match, String> {
     if m.methods.is_none() && m.path_prefixes.is_none() && m.headers.is_none() {
         return Err("needs at least one of methods, pathPrefixes or headers".to_owned());
     }
+    refuse_empty(&[
+        ("methods", m.methods.as_ref().map(Vec::len)),
+        ("pathPrefixes", m.path_prefixes.as_ref().map(Vec::len)),
+        ("headers", m.headers.as_ref().map(BTreeMap::len)),
+    ])?;
     Ok(Match {
         methods: methods(&m.methods),
         path_prefixes: m.path_prefixes.clone(),
@@ -513,6 +531,14 @@ fn when_match(m: &RequestMatch) -> Result<Match, String> {
         }),
         ..Match::default()
     })
+}
+
+/// A field given with no value: refused, not read as "any" or "none".
+fn refuse_empty(fields: &[(&str, Option<usize>)]) -> Result<(), String> {
+    match fields.iter().find(|(_, len)| *len == Some(0)) {
+        Some((field, _)) => Err(format!("{field}: must not be empty")),
+        None => Ok(()),
+    }
 }
 
 /// Methods as they arrive on the wire (`GET`).
