@@ -16,6 +16,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo install --locked --root /boringtun boringtun-cli@0.7.1
 
 FROM rust:${RUST_VERSION}-${DEBIAN} AS build
+# clang and libbpf's headers: node-agent/build.rs compiles the eBPF programs.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends clang libbpf-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1,0 +1,136 @@
+//! The compiled programs: loaded with aya, attached at TC ingress and
+//! egress of one interface (TCX on kernels >= 6.6, where aya's `attach`
+//! chooses it), and the maps they decide with. Dropping [`Programs`]
+//! detaches both (pinning, so that an agent restart keeps enforcing, comes
+//! with the backend).
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, LpmTrie, MapData, MapError},
+    programs::{ProgramError, SchedClassifier, TcAttachType},
+};
+use ipnet::IpNet;
+
+use super::keys::{ClassKey, PortPrefix, verdict_key};
+use crate::backend::contract::Direction;
+
+/// The object `build.rs` compiled from `bpf/meshguard.c`.
+const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshguard.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramsError {
+    /// The object did not load: no BPF support, no privileges, no BTF.
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("no verdict key for the {0:?} direction")]
+    Direction(Direction),
+}
+
+pub struct Programs {
+    ebpf: Ebpf,
+}
+
+impl Programs {
+    /// Loads the object and both programs into the kernel (the verifier
+    /// runs here); nothing is attached yet.
+    pub fn load() -> Result<Programs, ProgramsError> {
+        let mut ebpf = Ebpf::load(OBJECT)?;
+        for name in ["ingress", "egress"] {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| ProgramsError::Program { name, source })?;
+        }
+        Ok(Programs { ebpf })
+    }
+
+    /// Attaches `ingress` and `egress` to `interface`, in this process's
+    /// network namespace.
+    pub fn attach(&mut self, interface: &str) -> Result<(), ProgramsError> {
+        for (name, at) in [
+            ("ingress", TcAttachType::Ingress),
+            ("egress", TcAttachType::Egress),
+        ] {
+            classifier(&mut self.ebpf, name)?
+                .attach(interface, at)
+                .map_err(|source| ProgramsError::Program { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Puts the remote range `net` in address class `class`.
+    pub fn set_class(&mut self, net: IpNet, class: u32) -> Result<(), ProgramsError> {
+        match ClassKey::of(net) {
+            ClassKey::V4(key) => {
+                let name = "classes_v4";
+                let mut map: LpmTrie<&mut MapData, [u8; 4], u32> = self.map(name)?;
+                map.insert(&key, class, 0)
+                    .map_err(|source| ProgramsError::Map { name, source })
+            }
+            ClassKey::V6(key) => {
+                let name = "classes_v6";
+                let mut map: LpmTrie<&mut MapData, [u8; 16], u32> = self.map(name)?;
+                map.insert(&key, class, 0)
+                    .map_err(|source| ProgramsError::Map { name, source })
+            }
+        }
+    }
+
+    /// The verdict (and the deciding rule's index) for packets of
+    /// `protocol` to `port` in `direction`, from remote addresses of `class`.
+    pub fn set_verdict(
+        &mut self,
+        direction: Direction,
+        protocol: u8,
+        class: u32,
+        port: Option<PortPrefix>,
+        verdict: u32,
+        rule: u32,
+    ) -> Result<(), ProgramsError> {
+        let name = "verdicts";
+        let key = verdict_key(direction, protocol, class, port)
+            .ok_or(ProgramsError::Direction(direction))?;
+        let mut map: LpmTrie<&mut MapData, [u8; 8], u32> = self.map(name)?;
+        map.insert(&key, (rule << 8) | (verdict & 0xff), 0)
+            .map_err(|source| ProgramsError::Map { name, source })
+    }
+
+    /// Flows the programs let through, as the flow table holds them.
+    pub fn flows(&mut self) -> Result<usize, ProgramsError> {
+        let name = "flows";
+        let map: HashMap<&mut MapData, [u8; 40], u8> = self.map(name)?;
+        Ok(map.keys().filter(Result::is_ok).count())
+    }
+
+    fn map<'a, M>(&'a mut self, name: &'static str) -> Result<M, ProgramsError>
+    where
+        M: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProgramsError::Missing(name))?;
+        M::try_from(map).map_err(|source| ProgramsError::Map { name, source })
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, ProgramsError> {
+    ebpf.program_mut(name)
+        .ok_or(ProgramsError::Missing(name))?
+        .try_into()
+        .map_err(|source| ProgramsError::Program { name, source })
+}
