@@ -5,6 +5,7 @@
 //! first.
 //!
 //! ```text
+//!  classes   pure: the addresses every rule treats alike, as LPM entries
 //!  keys      pure: what an address class, a verdict and a port range
 //!            become as LPM trie keys (the programs' layout, byte for byte)
 //!  programs  load the object (aya), attach ingress and egress, write maps
@@ -15,5 +16,6 @@
 //! (direction, protocol, class, port) (one LPM lookup), and on an allowed
 //! first packet the flow's insertion.
 
+pub mod classes;
 pub mod keys;
 pub mod programs;
