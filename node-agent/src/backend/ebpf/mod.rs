@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  classes   pure: the addresses every rule treats alike, as LPM entries
+//!  verdicts  pure: the rules as a first-match table over classes and ports
 //!  keys      pure: what an address class, a verdict and a port range
 //!            become as LPM trie keys (the programs' layout, byte for byte)
 //!  programs  load the object (aya), attach ingress and egress, write maps
@@ -19,3 +20,4 @@
 pub mod classes;
 pub mod keys;
 pub mod programs;
+pub mod verdicts;
