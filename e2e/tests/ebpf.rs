@@ -1,13 +1,14 @@
 //! The eBPF backend's TC programs (node-agent/bpf/meshguard.c), loaded and
 //! attached by the agent's loader (through `bpf-attach`) on one end of a
-//! veth pair between two namespaces of this run, with map entries written
-//! as the backend will write them. Real sockets prove: the verdict map lets
-//! through exactly the allowed (protocol, port) from the allowed class, for
-//! IPv4 and IPv6; replies of allowed flows pass and a packet the other way
-//! that no flow and no rule allows does not; an address with no class is
-//! dropped; detaching restores the path. Needs root.
+//! veth pair between two namespaces of this run, their maps filled from a
+//! NodePolicy spec (parsed as the agent parses it, its classes and verdict
+//! table written). Real sockets prove: the first deciding rule decides (a
+//! port Deny before an Allow of its range), for IPv4 and IPv6; replies of
+//! allowed flows pass and a connection the other way that no flow and no
+//! rule allows does not; an address in no set is dropped; detaching
+//! restores the path. Needs root.
 //!
-//! Not yet the backend: nothing here comes from a NodePolicy (issue 14).
+//! Not yet the backend: `--backend ebpf` does not exist (issue 14).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -17,6 +18,7 @@ use std::{
 };
 
 use meshguard_e2e::{mesh::binary, netns::host};
+use serde_json::{Value, json};
 
 /// Two namespaces and a veth between them; removed when dropped, also when
 /// the test fails.
@@ -158,12 +160,14 @@ struct Attached {
 }
 
 impl Attached {
-    fn start(ns: &str, interface: &str, entries: &[&str]) -> Attached {
+    fn start(ns: &str, interface: &str, spec: &Value) -> Attached {
+        let file = std::env::temp_dir().join(format!("{ns}-spec.json"));
+        std::fs::write(&file, spec.to_string()).unwrap();
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(binary("bpf-attach").unwrap())
             .arg(interface)
-            .args(entries)
+            .arg(&file)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -172,7 +176,11 @@ impl Attached {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "bpf-attach did not attach");
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            line.starts_with("ready "),
+            "bpf-attach did not attach: {line:?}"
+        );
         Attached {
             child,
             stdin,
@@ -212,28 +220,33 @@ fn tc_programs_decide_by_class_protocol_port_and_flow() {
     let attached = Attached::start(
         &server,
         &pair.link,
-        &[
-            "class=10.77.0.2/32=1",
-            "class=fd77::2/128=1",
-            // Neighbour discovery on the veth (a WireGuard device has none):
-            // solicitations to multicast, advertisements to the client.
-            "class=fe80::/10=2",
-            "class=ff02::/16=2",
-            "allow=ingress=58=2=*",
-            "allow=egress=58=2=*",
-            "allow=egress=58=1=*",
-            "allow=ingress=6=1=4990-5000",
-            "allow=ingress=1=1=*",
-            "allow=ingress=58=1=*",
-            "deny=ingress=6=1=5001",
-        ],
+        &json!({
+            "revision": "r1",
+            "interface": { "meshIP": "10.77.0.1", "listenPort": 51820 },
+            "addressSets": [
+                { "name": "client", "addresses": ["10.77.0.2", "fd77::2"] },
+                // Neighbour discovery on the veth (a WireGuard device has
+                // none): solicitations to multicast, answers to the client.
+                { "name": "nd", "cidrs": ["fe80::/10", "ff02::/16"] },
+            ],
+            "ingress": [
+                { "id": "t/nd", "action": "Allow", "set": "nd", "ports": [{ "protocol": "ICMP" }] },
+                { "id": "t/no-5001", "action": "Deny", "set": "client", "ports": [{ "protocol": "TCP", "port": 5001 }] },
+                { "id": "t/web", "action": "Allow", "set": "client",
+                  "ports": [{ "protocol": "TCP", "port": 4990, "endPort": 5001 }, { "protocol": "ICMP" }] },
+            ],
+            "egress": [
+                { "id": "t/nd", "action": "Allow", "set": "nd", "ports": [{ "protocol": "ICMP" }] },
+                { "id": "t/nd-client", "action": "Allow", "set": "client", "ports": [{ "protocol": "ICMP" }] },
+            ],
+        }),
     );
 
     // The allowed port, both families: the SYN in by the verdict map, the
     // SYN-ACK out by the flow table.
     assert!(pair.connects(&client, "10.77.0.2", "10.77.0.1", 5000));
     assert!(pair.connects(&client, "fd77::2", "fd77::1", 5000));
-    // Another port: an explicit deny.
+    // 5001: in the Allow's range, but the Deny before it decides.
     assert!(!pair.connects(&client, "10.77.0.2", "10.77.0.1", 5001));
     assert!(!pair.connects(&client, "fd77::2", "fd77::1", 5001));
     // ICMP and ICMPv6 allowed for the class.

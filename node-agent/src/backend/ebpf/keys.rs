@@ -6,13 +6,29 @@ use std::net::IpAddr;
 
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
+use meshguard_crds::Protocol;
 
-use crate::backend::contract::Direction;
+use super::verdicts::Verdict;
+use crate::desired::verdict::Direction;
 
-/// The verdict byte of a verdict map value (its low byte; the rule's index
-/// is above it).
-pub const VERDICT_ALLOW: u32 = 1;
-pub const VERDICT_DENY: u32 = 0;
+/// A verdict map value: the verdict in the low byte (1 allows), the
+/// deciding rule's index + 1 above it (0: the default deny).
+pub fn verdict_value(verdict: Verdict) -> u32 {
+    let rule = verdict
+        .rule
+        .map_or(0, |r| u32::try_from(r).map_or(u32::MAX >> 8, |r| r + 1));
+    (rule << 8) | u32::from(verdict.allow)
+}
+
+/// The IP protocol numbers of a rule's protocol (ICMP is ICMPv6 for IPv6).
+pub fn protocol_numbers(protocol: Protocol) -> &'static [u8] {
+    match protocol {
+        Protocol::TCP => &[6],
+        Protocol::UDP => &[17],
+        Protocol::SCTP => &[132],
+        Protocol::ICMP => &[1, 58],
+    }
+}
 
 /// A remote address range's key in `classes_v4` or `classes_v6`.
 #[derive(Clone, Copy)]
@@ -31,35 +47,35 @@ impl ClassKey {
     }
 }
 
-/// The direction byte the programs use.
-fn direction_byte(direction: Direction) -> Option<u8> {
-    match direction {
-        Direction::Ingress => Some(0),
-        Direction::Egress => Some(1),
-        Direction::Guard => None,
-    }
-}
-
-/// A verdict key: direction, protocol (IANA number), class, and a port
-/// prefix (`None`: every port, and the only form for ICMP).
+/// A verdict key: direction, remote and local class, and a protocol
+/// number with a port prefix (`None`, `None`: the protocols no rule names;
+/// a protocol with `None`: all its ports, the only form for ICMP).
 pub fn verdict_key(
     direction: Direction,
-    protocol: u8,
-    class: u32,
+    remote: u32,
+    local: u32,
+    protocol: Option<u8>,
     port: Option<PortPrefix>,
-) -> Option<Key<[u8; 8]>> {
-    let mut data = [0u8; 8];
-    data[0] = direction_byte(direction)?;
-    data[1] = protocol;
-    data[2..6].copy_from_slice(&class.to_be_bytes());
+) -> Key<[u8; 12]> {
+    let mut data = [0u8; 12];
+    data[0] = match direction {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    };
+    data[1..5].copy_from_slice(&remote.to_be_bytes());
+    data[5..9].copy_from_slice(&local.to_be_bytes());
+    let Some(protocol) = protocol else {
+        return Key::new(72, data);
+    };
+    data[9] = protocol;
     let bits = match port {
         None => 0,
         Some(p) => {
-            data[6..8].copy_from_slice(&p.port.to_be_bytes());
+            data[10..12].copy_from_slice(&p.port.to_be_bytes());
             p.bits
         }
     };
-    Some(Key::new(48 + bits, data))
+    Key::new(80 + bits, data)
 }
 
 /// Ports sharing their first `bits` bits with `port`.
@@ -147,22 +163,34 @@ mod tests {
     fn verdict_keys_follow_the_programs_layout() {
         let key = verdict_key(
             Direction::Egress,
-            6,
             0x0102_0304,
+            9,
+            Some(6),
             Some(PortPrefix {
                 port: 5432,
                 bits: 16,
             }),
-        )
-        .unwrap_or_else(|| panic!("egress has a key"));
-        assert_eq!(key.prefix_len(), 64);
-        assert_eq!(key.data(), [1, 6, 1, 2, 3, 4, 0x15, 0x38]);
-        let every_port = verdict_key(Direction::Ingress, 1, 7, None);
-        assert_eq!(
-            every_port.map(|k| (k.prefix_len(), k.data())),
-            Some((48, [0, 1, 0, 0, 0, 7, 0, 0]))
         );
-        assert!(verdict_key(Direction::Guard, 6, 1, None).is_none());
+        assert_eq!(key.prefix_len(), 96);
+        assert_eq!(key.data(), [1, 1, 2, 3, 4, 0, 0, 0, 9, 6, 0x15, 0x38]);
+        let every_port = verdict_key(Direction::Ingress, 7, 0, Some(1), None);
+        assert_eq!((every_port.prefix_len(), every_port.data()[9]), (80, 1));
+        let unnamed = verdict_key(Direction::Ingress, 7, 0, None, None);
+        assert_eq!((unnamed.prefix_len(), unnamed.data()[9]), (72, 0));
+        assert_eq!(
+            verdict_value(Verdict {
+                allow: true,
+                rule: Some(2)
+            }),
+            0x301
+        );
+        assert_eq!(
+            verdict_value(Verdict {
+                allow: false,
+                rule: None
+            }),
+            0
+        );
     }
 
     #[test]

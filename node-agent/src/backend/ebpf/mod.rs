@@ -9,13 +9,15 @@
 //!  verdicts  pure: the rules as a first-match table over classes and ports
 //!  keys      pure: what an address class, a verdict and a port range
 //!            become as LPM trie keys (the programs' layout, byte for byte)
-//!  programs  load the object (aya), attach ingress and egress, write maps
+//!  programs  load the object (aya), write a table into fresh maps, attach
+//!            ingress and egress
 //! ```
 //!
 //! A packet costs at most four map lookups whatever the rule count: the
-//! flow table, the remote address's class (one LPM lookup), the verdict of
-//! (direction, protocol, class, port) (one LPM lookup), and on an allowed
-//! first packet the flow's insertion.
+//! remote and the local address's classes (one LPM lookup each), the flow
+//! table, and the verdict of (direction, remote class, local class,
+//! protocol, port) (one LPM lookup); an allowed first packet then inserts
+//! its flow.
 
 pub mod classes;
 pub mod keys;

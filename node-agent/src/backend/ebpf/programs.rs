@@ -11,8 +11,17 @@ use aya::{
 };
 use ipnet::IpNet;
 
-use super::keys::{ClassKey, PortPrefix, verdict_key};
-use crate::backend::contract::Direction;
+use super::{
+    keys::{ClassKey, PortPrefix, port_prefixes, protocol_numbers, verdict_key, verdict_value},
+    verdicts::Table,
+};
+
+/// Which address of a packet a class is of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Remote,
+    Local,
+}
 
 /// The object `build.rs` compiled from `bpf/meshguard.c`.
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshguard.bpf.o"));
@@ -34,8 +43,6 @@ pub enum ProgramsError {
     },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
-    #[error("no verdict key for the {0:?} direction")]
-    Direction(Direction),
 }
 
 pub struct Programs {
@@ -69,41 +76,67 @@ impl Programs {
         Ok(())
     }
 
-    /// Puts the remote range `net` in address class `class`.
-    pub fn set_class(&mut self, net: IpNet, class: u32) -> Result<(), ProgramsError> {
-        match ClassKey::of(net) {
-            ClassKey::V4(key) => {
-                let name = "classes_v4";
+    /// Fills freshly loaded maps with `table` (revisions, written aside and
+    /// switched at once, come with the backend). Returns the verdict
+    /// entries written.
+    pub fn write(&mut self, table: &Table) -> Result<usize, ProgramsError> {
+        for (side, classes) in [(Side::Remote, &table.remote), (Side::Local, &table.local)] {
+            for &(net, class) in &classes.entries {
+                self.set_class(side, net, class)?;
+            }
+        }
+        let name = "verdicts";
+        let mut map: LpmTrie<&mut MapData, [u8; 12], u32> = self.map(name)?;
+        let mut written = 0;
+        for entry in &table.entries {
+            let value = verdict_value(entry.verdict);
+            let numbers: &[Option<u8>] = match entry.protocol {
+                None => &[None],
+                Some(p) => &protocol_numbers(p)
+                    .iter()
+                    .map(|&n| Some(n))
+                    .collect::<Vec<_>>(),
+            };
+            let ports: Vec<Option<PortPrefix>> = match entry.ports {
+                None => vec![None],
+                Some((first, last)) => port_prefixes(first, last).into_iter().map(Some).collect(),
+            };
+            for &protocol in numbers {
+                for &port in &ports {
+                    let key =
+                        verdict_key(entry.direction, entry.remote, entry.local, protocol, port);
+                    map.insert(&key, value, 0)
+                        .map_err(|source| ProgramsError::Map { name, source })?;
+                    written += 1;
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    fn set_class(&mut self, side: Side, net: IpNet, class: u32) -> Result<(), ProgramsError> {
+        match (ClassKey::of(net), side) {
+            (ClassKey::V4(key), side) => {
+                let name = if side == Side::Remote {
+                    "classes_v4"
+                } else {
+                    "locals_v4"
+                };
                 let mut map: LpmTrie<&mut MapData, [u8; 4], u32> = self.map(name)?;
                 map.insert(&key, class, 0)
                     .map_err(|source| ProgramsError::Map { name, source })
             }
-            ClassKey::V6(key) => {
-                let name = "classes_v6";
+            (ClassKey::V6(key), side) => {
+                let name = if side == Side::Remote {
+                    "classes_v6"
+                } else {
+                    "locals_v6"
+                };
                 let mut map: LpmTrie<&mut MapData, [u8; 16], u32> = self.map(name)?;
                 map.insert(&key, class, 0)
                     .map_err(|source| ProgramsError::Map { name, source })
             }
         }
-    }
-
-    /// The verdict (and the deciding rule's index) for packets of
-    /// `protocol` to `port` in `direction`, from remote addresses of `class`.
-    pub fn set_verdict(
-        &mut self,
-        direction: Direction,
-        protocol: u8,
-        class: u32,
-        port: Option<PortPrefix>,
-        verdict: u32,
-        rule: u32,
-    ) -> Result<(), ProgramsError> {
-        let name = "verdicts";
-        let key = verdict_key(direction, protocol, class, port)
-            .ok_or(ProgramsError::Direction(direction))?;
-        let mut map: LpmTrie<&mut MapData, [u8; 8], u32> = self.map(name)?;
-        map.insert(&key, (rule << 8) | (verdict & 0xff), 0)
-            .map_err(|source| ProgramsError::Map { name, source })
     }
 
     /// Flows the programs let through, as the flow table holds them.
