@@ -5,8 +5,9 @@
 //! table written). Real sockets prove: the first deciding rule decides (a
 //! port Deny before an Allow of its range), for IPv4 and IPv6; replies of
 //! allowed flows pass and a connection the other way that no flow and no
-//! rule allows does not; an address in no set is dropped; detaching
-//! restores the path. Needs root.
+//! rule allows does not; an address in no set is dropped, and so is a
+//! local address the node does not own; detaching restores the path.
+//! Needs root.
 //!
 //! Not yet the backend: `--backend ebpf` does not exist (issue 14).
 
@@ -131,6 +132,7 @@ impl Pair {
         for _ in 0..50 {
             if self.connects(&self.client, "10.77.0.2", "10.77.0.1", 5000)
                 && self.connects(&self.client, "10.77.0.2", "10.77.0.1", 5001)
+                && self.connects(&self.client, "10.77.0.2", "10.77.0.9", 5000)
             {
                 return;
             }
@@ -215,6 +217,10 @@ fn tc_programs_decide_by_class_protocol_port_and_flow() {
         pair.listen(&server, "fd77::1", port);
     }
     pair.listen(&client, "10.77.0.2", 6000);
+    // An address of the server's interface that the NodePolicy does not
+    // give the node.
+    pair.ip(&server, &["addr", "add", "10.77.0.9/24", "dev", &pair.link]);
+    pair.listen(&server, "10.77.0.9", 5000);
     pair.wait_for_listeners();
 
     let attached = Attached::start(
@@ -222,7 +228,10 @@ fn tc_programs_decide_by_class_protocol_port_and_flow() {
         &pair.link,
         &json!({
             "revision": "r1",
-            "interface": { "meshIP": "10.77.0.1", "listenPort": 51820 },
+            // Neighbour discovery's addresses count as the server's own on
+            // the veth (a WireGuard device has no neighbour discovery).
+            "interface": { "meshIP": "10.77.0.1", "listenPort": 51820,
+                           "routedIPs": ["fd77::1/128", "fe80::/10", "ff02::/16"] },
             "addressSets": [
                 { "name": "client", "addresses": ["10.77.0.2", "fd77::2"] },
                 // Neighbour discovery on the veth (a WireGuard device has
@@ -252,8 +261,10 @@ fn tc_programs_decide_by_class_protocol_port_and_flow() {
     // ICMP and ICMPv6 allowed for the class.
     assert!(pair.pings(&client, "10.77.0.1"));
     assert!(pair.pings(&client, "fd77::1"));
-    // An address in no class: dropped even to the allowed port.
+    // An address in no set: dropped even to the allowed port.
     assert!(!pair.connects(&client, "10.77.0.3", "10.77.0.1", 5000));
+    // An address the node does not own: dropped, whatever the rules.
+    assert!(!pair.connects(&client, "10.77.0.2", "10.77.0.9", 5000));
     // The other way: the client has flows open to the server, but a
     // connection the server starts matches no flow and no egress rule.
     assert!(!pair.connects(&server, "10.77.0.1", "10.77.0.2", 6000));

@@ -1,8 +1,12 @@
 //! Address classes: the remote addresses every rule treats alike, and the
 //! LPM entries that give each address its class. Pure.
 //!
-//! Every network of every set the rules name becomes an entry, with
-//! `0.0.0.0/0` and `::/0` (rules for all addresses match what no set holds).
+//! Every network of every set the rules name becomes an entry, with the
+//! roots: `0.0.0.0/0` and `::/0` for remote addresses (rules for all
+//! addresses match what no set holds), the node's own networks for local
+//! ones (an address the node does not own gets no class: dropped, as the
+//! iptables backend's ownership check drops it). Set networks outside every
+//! root are left out.
 //! An address's longest matching entry `P` tells its memberships exactly:
 //! the networks that contain the address are `P` and the entries that
 //! contain `P` (any other would be longer than `P`, or not contain it), so
@@ -34,16 +38,25 @@ impl Classes {
     }
 }
 
+/// Every address: the roots of the remote side.
+pub fn everything() -> [IpNet; 2] {
+    [
+        IpNet::V4(ipnet::Ipv4Net::default()),
+        IpNet::V6(ipnet::Ipv6Net::default()),
+    ]
+}
+
 /// Classes over `sets` (each a list of networks), of which only the indexes
-/// in `used` matter to the rules.
-pub fn classes(sets: &[&[IpNet]], used: &BTreeSet<usize>) -> Classes {
-    let mut prefixes: BTreeSet<IpNet> = ["0.0.0.0/0", "::/0"]
-        .iter()
-        .filter_map(|n| n.parse().ok())
-        .collect();
+/// in `used` matter to the rules, for the addresses within `roots`.
+pub fn classes(sets: &[&[IpNet]], used: &BTreeSet<usize>, roots: &[IpNet]) -> Classes {
+    let mut prefixes: BTreeSet<IpNet> = roots.iter().map(IpNet::trunc).collect();
     for &s in used {
         if let Some(nets) = sets.get(s) {
-            prefixes.extend(nets.iter().map(IpNet::trunc));
+            prefixes.extend(
+                nets.iter()
+                    .map(IpNet::trunc)
+                    .filter(|n| roots.iter().any(|r| r.contains(n))),
+            );
         }
     }
     let mut ids: BTreeMap<BTreeSet<usize>, u32> = BTreeMap::new();
@@ -100,7 +113,7 @@ mod tests {
         ) {
             let slices: Vec<&[IpNet]> = sets.iter().map(Vec::as_slice).collect();
             let used: BTreeSet<usize> = (0..sets.len()).filter(|i| used_mask & (1 << i) != 0).collect();
-            let c = classes(&slices, &used);
+            let c = classes(&slices, &used, &everything());
             for low in addresses {
                 let [a, b] = low.to_be_bytes();
                 for address in [IpAddr::V4(Ipv4Addr::new(10, 0, a, b)), IpAddr::V4(Ipv4Addr::new(192, 0, 2, a))] {
@@ -122,13 +135,42 @@ mod tests {
     #[test]
     fn addresses_in_no_set_share_the_class_of_everything_else() {
         let lan: Vec<IpNet> = vec!["192.168.1.0/24".parse().unwrap()];
-        let c = classes(&[&lan], &BTreeSet::from([0]));
+        let c = classes(&[&lan], &BTreeSet::from([0]), &everything());
         let outside = c.lookup("8.8.8.8".parse().unwrap()).unwrap();
         let inside = c.lookup("192.168.1.9".parse().unwrap()).unwrap();
         assert_ne!(outside, inside);
         assert_eq!(c.lookup("2001:db8::1".parse().unwrap()), Some(outside));
         assert_eq!(c.members_of[inside as usize], BTreeSet::from([0]));
         // A set no rule uses makes no class of its own.
-        assert_eq!(classes(&[&lan], &BTreeSet::new()).members_of.len(), 1);
+        assert_eq!(
+            classes(&[&lan], &BTreeSet::new(), &everything())
+                .members_of
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn addresses_outside_the_roots_have_no_class() {
+        let lan: Vec<IpNet> = vec![
+            "192.168.0.0/16".parse().unwrap(),
+            "10.9.0.0/16".parse().unwrap(),
+        ];
+        let own: Vec<IpNet> = vec![
+            "192.168.1.0/24".parse().unwrap(),
+            "100.96.0.1/32".parse().unwrap(),
+        ];
+        let c = classes(&[&lan], &BTreeSet::from([0]), &own);
+        assert_eq!(c.lookup("192.168.2.1".parse().unwrap()), None);
+        assert_eq!(
+            c.lookup("10.9.0.1".parse().unwrap()),
+            None,
+            "a set network outside the roots"
+        );
+        assert_eq!(c.lookup("8.8.8.8".parse().unwrap()), None);
+        let inside = c.lookup("192.168.1.7".parse().unwrap()).unwrap();
+        assert_eq!(c.members_of[inside as usize], BTreeSet::from([0]));
+        let mesh = c.lookup("100.96.0.1".parse().unwrap()).unwrap();
+        assert!(c.members_of[mesh as usize].is_empty());
     }
 }

@@ -7,13 +7,14 @@
 //! rule names gets a verdict for each of its ports (an interval per change
 //! of deciding rule), and one more entry answers the protocols no rule
 //! names. Log rules and Audit-mode rules never decide (semantics rules
-//! 2–4); what nothing decides is denied.
+//! 2–4); what nothing decides is denied, and so is every packet whose local
+//! address the node does not own (it has no local class).
 
 use std::collections::BTreeSet;
 
 use meshguard_crds::{Action, Protocol};
 
-use super::classes::{Classes, classes};
+use super::classes::{Classes, classes, everything};
 use crate::desired::{Desired, Remote, Rule, verdict::Direction};
 
 /// The rule that decides, by index into its direction's list; `None`:
@@ -95,9 +96,10 @@ pub fn table(desired: &Desired) -> Table {
         .collect();
     let local_sets: BTreeSet<usize> = rules().filter_map(|r| r.local).collect();
     let nets: Vec<&[ipnet::IpNet]> = desired.sets.iter().map(|s| s.nets.as_slice()).collect();
+    let own: Vec<ipnet::IpNet> = desired.own().collect();
     let mut table = Table {
-        remote: classes(&nets, &remote_sets),
-        local: classes(&nets, &local_sets),
+        remote: classes(&nets, &remote_sets, &everything()),
+        local: classes(&nets, &local_sets, &own),
         entries: Vec::new(),
     };
     for (direction, list) in [
@@ -275,12 +277,13 @@ mod tests {
                 Just(sets),
                 prop::collection::vec(rule(n), 0..6),
                 prop::collection::vec(rule(n), 0..6),
+                prop::collection::vec(net(), 0..3),
             )
-                .prop_map(|(sets, ingress, egress)| Desired {
+                .prop_map(|(sets, ingress, egress, routed)| Desired {
                     revision: "r".to_owned(),
                     mesh_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
                     listen_port: 51820,
-                    routed: Vec::new(),
+                    routed,
                     peers: Vec::new(),
                     audit_peers: Vec::new(),
                     sets: sets
@@ -322,7 +325,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         /// The table decides every flow as the rules do (`Desired::allows`,
-        /// the function the iptables backend's conntrack cut trusts).
+        /// the function the iptables backend's conntrack cut trusts), for
+        /// the node's own local addresses, and drops every other.
         #[test]
         fn the_table_decides_as_the_rules_do(
             desired in desired(),
@@ -330,9 +334,10 @@ mod tests {
         ) {
             let table = table(&desired);
             for flow in flows {
+                let owned = desired.own().any(|n| n.contains(&flow.local));
                 prop_assert_eq!(
                     table.allows(flow.direction, flow.remote, flow.local, flow.protocol, flow.port),
-                    desired.allows(&flow),
+                    owned && desired.allows(&flow),
                     "{:?}", flow
                 );
             }
