@@ -6,7 +6,7 @@
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, MapError},
+    maps::{HashMap, LpmTrie, MapData, MapError, lpm_trie::Key},
     programs::{ProgramError, SchedClassifier, TcAttachType},
 };
 use ipnet::IpNet;
@@ -17,7 +17,7 @@ use super::{
 };
 
 /// Which address of a packet a class is of.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Side {
     Remote,
     Local,
@@ -116,27 +116,22 @@ impl Programs {
 
     fn set_class(&mut self, side: Side, net: IpNet, class: u32) -> Result<(), ProgramsError> {
         match (ClassKey::of(net), side) {
-            (ClassKey::V4(key), side) => {
-                let name = if side == Side::Remote {
-                    "classes_v4"
-                } else {
-                    "locals_v4"
-                };
-                let mut map: LpmTrie<&mut MapData, [u8; 4], u32> = self.map(name)?;
-                map.insert(&key, class, 0)
-                    .map_err(|source| ProgramsError::Map { name, source })
-            }
-            (ClassKey::V6(key), side) => {
-                let name = if side == Side::Remote {
-                    "classes_v6"
-                } else {
-                    "locals_v6"
-                };
-                let mut map: LpmTrie<&mut MapData, [u8; 16], u32> = self.map(name)?;
-                map.insert(&key, class, 0)
-                    .map_err(|source| ProgramsError::Map { name, source })
-            }
+            (ClassKey::V4(key), Side::Remote) => self.insert_class("classes_v4", &key, class),
+            (ClassKey::V4(key), Side::Local) => self.insert_class("locals_v4", &key, class),
+            (ClassKey::V6(key), Side::Remote) => self.insert_class("classes_v6", &key, class),
+            (ClassKey::V6(key), Side::Local) => self.insert_class("locals_v6", &key, class),
         }
+    }
+
+    fn insert_class<K: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        key: &Key<K>,
+        class: u32,
+    ) -> Result<(), ProgramsError> {
+        let mut map: LpmTrie<&mut MapData, K, u32> = self.map(name)?;
+        map.insert(key, class, 0)
+            .map_err(|source| ProgramsError::Map { name, source })
     }
 
     /// Flows the programs let through, as the flow table holds them.
