@@ -2,29 +2,41 @@
 //
 // meshguard's TC programs for the mesh interface: `ingress` and `egress`
 // decide each IP packet with a bounded number of map lookups, whatever the
-// number of rules:
+// number of rules (at most eight: state, settings, flows, two classes, the
+// verdict, the counter, and a re-check of a known flow's verdict):
 //
-//   1. flows (LRU hash): a packet of a flow an earlier packet was allowed
+//   1. state (array): which of the two generations of the tables is live.
+//      The agent writes a revision into the other generation, then flips
+//      this one word, so a packet sees one revision whole, never a mix;
+//      settings[generation] holds that revision's number and switches.
+//   2. flows (LRU hash): a packet of a flow an earlier packet was allowed
 //      for passes (replies included: the key is the flow seen from this
-//      node, local and remote, so both directions share it);
-//   2. classes_v4 / classes_v6 (LPM trie): the remote address -> its class,
+//      node, local and remote, so both directions share it). A flow
+//      allowed under an older revision is decided again, once, by the
+//      live one, as its first packet was: a new revision cuts what it
+//      denies.
+//   3. classes_v4 / classes_v6 (LPM trie): the remote address -> its class,
 //      the addresses every rule treats alike (backend::ebpf::classes);
-//      locals_v4 / locals_v6 the same for the local address;
-//   3. verdicts (LPM trie): (direction, remote class, local class,
-//      protocol, port) -> the first deciding rule's verdict
-//      (backend::ebpf::verdicts): port ranges are written as port prefixes,
-//      every port of a protocol a rule names has an entry, and one 72-bit
-//      entry answers the protocols no rule names, so the longest match is
-//      always the first-match answer, resolved when the agent writes the
-//      map, not per packet.
+//      locals_v4 / locals_v6 the same for the local address (only the
+//      node's own: an address it does not own has no class and is dropped).
+//   4. verdicts (LPM trie): (generation, direction, remote class, local
+//      class, protocol, port) -> the verdict and the counter slot of the
+//      rules that decide and count it (backend::ebpf::verdicts): port
+//      ranges are written as port prefixes, every port of a protocol a
+//      rule names has an entry, and one shorter entry answers the
+//      protocols no rule names, so the longest match is always the
+//      first-match answer, resolved when the agent writes the map.
+//   5. counters (per-CPU array): packets and bytes per counter slot; the
+//      agent adds each slot to the rules it stands for.
 //
-// No class, or no verdict: dropped (default deny). Headers are read
-// relative to the network header, so the object works on the boringtun TUN
-// device (no link-layer header) and on veth or kernel WireGuard alike.
-// Non-first fragments carry no ports and are dropped. IPv6 extension
-// headers before the transport header are not walked, so a packet with one
-// is dropped (taking it for a protocol without ports would let an
-// all-traffic Allow pass a TCP packet an earlier port Deny is for).
+// No verdict: dropped (default deny). Under agent-wide audit every packet
+// is counted as under enforcement and passes. Headers are read relative to
+// the network header, so the object works on the boringtun TUN device (no
+// link-layer header) and on veth or kernel WireGuard alike. Non-first
+// fragments carry no ports and are dropped. IPv6 extension headers before
+// the transport header are not walked, so a packet with one is dropped
+// (taking it for a protocol without ports would let an all-traffic Allow
+// pass a TCP packet an earlier port Deny is for).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -38,29 +50,52 @@
 #define DIRECTION_INGRESS 0
 #define DIRECTION_EGRESS 1
 
-#define VERDICT_ALLOW 1
+// Counter slots the agent reserves: packets whose local address the node
+// does not own, per direction (meshguard:not-ours).
+#define SLOT_NOT_OURS_INGRESS 0
+#define SLOT_NOT_OURS_EGRESS 1
+
+// Maps live under the agent's bpffs directory, so that a restarted agent
+// finds the tables the attached programs read and goes on from them.
+#define PINNED __uint(pinning, LIBBPF_PIN_BY_NAME)
 
 struct v4_key {
 	__u32 prefixlen;
+	__u8 generation;
 	__u8 addr[4];
-};
+} __attribute__((packed));
 
 struct v6_key {
 	__u32 prefixlen;
+	__u8 generation;
 	__u8 addr[16];
-};
+} __attribute__((packed));
 
-// Data bits in order: direction (8), remote class (32, big-endian), local
-// class (32, big-endian), protocol (8), the service's port (16, big-endian).
-// The protocols no rule names: a 72-bit prefix; every port of one protocol:
-// 80 bits; one port: 96.
+// Data bits in order: generation (8), direction (8), remote class (32,
+// big-endian), local class (32, big-endian), protocol (8), the service's
+// port (16, big-endian). The protocols no rule names: an 80-bit prefix;
+// every port of one protocol: 88 bits; one port: 104.
 struct verdict_key {
 	__u32 prefixlen;
+	__u8 generation;
 	__u8 direction;
 	__u8 remote[4];
 	__u8 local[4];
 	__u8 protocol;
 	__u8 port[2];
+} __attribute__((packed));
+
+// One generation's settings, written before the generation goes live.
+struct settings {
+	// The revision's sequence number (never 0 once written).
+	__u32 revision;
+	// 1: agent-wide audit (count, drop nothing).
+	__u32 audit;
+	// The agent's handshake starter (wireguard::handshake): its mark and
+	// destination UDP port (network order).
+	__u32 handshake_mark;
+	__u16 handshake_port;
+	__u16 pad;
 };
 
 // A flow seen from this node.
@@ -74,72 +109,106 @@ struct flow_key {
 	__u8 pad[2];
 };
 
+struct flow {
+	// The revision that last allowed it.
+	__u32 revision;
+	// The direction of its first packet, whose rules decide it.
+	__u8 direction;
+	__u8 pad[3];
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	PINNED;
+} state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct settings);
+	PINNED;
+} settings SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 131072);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct v4_key);
 	__type(value, __u32);
+	PINNED;
 } classes_v4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 131072);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct v6_key);
 	__type(value, __u32);
+	PINNED;
 } classes_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 8192);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct v4_key);
 	__type(value, __u32);
+	PINNED;
 } locals_v4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 8192);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct v6_key);
 	__type(value, __u32);
+	PINNED;
 } locals_v6 SEC(".maps");
 
-// Value: the verdict in the low byte, the rule's index above it.
+// Value: the counter slot << 1 | 1 for Allow.
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 1048576);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct verdict_key);
 	__type(value, __u32);
+	PINNED;
 } verdicts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct flow_key);
-	__type(value, __u8);
+	__type(value, struct flow);
+	PINNED;
 } flows SEC(".maps");
 
-struct packet {
-	struct flow_key flow;
-	__u32 remote_class;
-	__u32 local_class;
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct counter);
+	PINNED;
+} counters SEC(".maps");
 
-// Reads the packet's addresses, protocol and ports into `p`, from this
+// Reads the packet's addresses, protocol and ports into `flow`, from this
 // node's side; returns 0, or -1 for a packet that cannot be decided.
-static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct packet *p)
+static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct flow_key *flow)
 {
 	__u32 l4 = 0;
 	__u8 protocol = 0;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
-		struct v4_key key = {.prefixlen = 32};
-		__u32 *class_id;
-		__u32 *local_class;
 
 		if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof(ip), BPF_HDR_START_NET))
 			return -1;
@@ -147,42 +216,19 @@ static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct p
 			return -1;
 		if (ip.frag_off & bpf_htons(0x1fff))
 			return -1;
-		__builtin_memcpy(key.addr, direction == DIRECTION_INGRESS ? (void *)&ip.saddr : (void *)&ip.daddr, 4);
-		__builtin_memcpy(p->flow.remote, key.addr, 4);
-		__builtin_memcpy(p->flow.local, direction == DIRECTION_INGRESS ? (void *)&ip.daddr : (void *)&ip.saddr, 4);
-		p->flow.family = 4;
-		class_id = bpf_map_lookup_elem(&classes_v4, &key);
-		if (!class_id)
-			return -1;
-		p->remote_class = *class_id;
-		__builtin_memcpy(key.addr, p->flow.local, 4);
-		local_class = bpf_map_lookup_elem(&locals_v4, &key);
-		if (!local_class)
-			return -1;
-		p->local_class = *local_class;
+		__builtin_memcpy(flow->remote, direction == DIRECTION_INGRESS ? (void *)&ip.saddr : (void *)&ip.daddr, 4);
+		__builtin_memcpy(flow->local, direction == DIRECTION_INGRESS ? (void *)&ip.daddr : (void *)&ip.saddr, 4);
+		flow->family = 4;
 		protocol = ip.protocol;
 		l4 = ip.ihl * 4;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
-		struct v6_key key = {.prefixlen = 128};
-		__u32 *class_id;
-		__u32 *local_class;
 
 		if (bpf_skb_load_bytes_relative(skb, 0, &ip6, sizeof(ip6), BPF_HDR_START_NET))
 			return -1;
-		__builtin_memcpy(key.addr, direction == DIRECTION_INGRESS ? (void *)&ip6.saddr : (void *)&ip6.daddr, 16);
-		__builtin_memcpy(p->flow.remote, key.addr, 16);
-		__builtin_memcpy(p->flow.local, direction == DIRECTION_INGRESS ? (void *)&ip6.daddr : (void *)&ip6.saddr, 16);
-		p->flow.family = 6;
-		class_id = bpf_map_lookup_elem(&classes_v6, &key);
-		if (!class_id)
-			return -1;
-		p->remote_class = *class_id;
-		__builtin_memcpy(key.addr, p->flow.local, 16);
-		local_class = bpf_map_lookup_elem(&locals_v6, &key);
-		if (!local_class)
-			return -1;
-		p->local_class = *local_class;
+		__builtin_memcpy(flow->remote, direction == DIRECTION_INGRESS ? (void *)&ip6.saddr : (void *)&ip6.daddr, 16);
+		__builtin_memcpy(flow->local, direction == DIRECTION_INGRESS ? (void *)&ip6.daddr : (void *)&ip6.saddr, 16);
+		flow->family = 6;
 		protocol = ip6.nexthdr;
 		switch (protocol) {
 		case IPPROTO_HOPOPTS:
@@ -201,48 +247,130 @@ static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct p
 		return -1;
 	}
 
-	p->flow.protocol = protocol;
+	flow->protocol = protocol;
 	if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP || protocol == IPPROTO_SCTP) {
 		__u16 ports[2];
 
 		if (bpf_skb_load_bytes_relative(skb, l4, ports, sizeof(ports), BPF_HDR_START_NET))
 			return -1;
 		// ports[0] is the source, ports[1] the destination.
-		p->flow.local_port = direction == DIRECTION_INGRESS ? ports[1] : ports[0];
-		p->flow.remote_port = direction == DIRECTION_INGRESS ? ports[0] : ports[1];
+		flow->local_port = direction == DIRECTION_INGRESS ? ports[1] : ports[0];
+		flow->remote_port = direction == DIRECTION_INGRESS ? ports[0] : ports[1];
 	}
 	// Other protocols have no ports: they match the rules for all traffic.
 	return 0;
 }
 
+// The class of `addr` in one of the class tries of `generation`; -1: none.
+static __always_inline __s64 class_of(void *v4, void *v6, __u8 generation, struct flow_key *flow, __u8 *addr)
+{
+	__u32 *found;
+
+	if (flow->family == 4) {
+		struct v4_key key = {.prefixlen = 8 + 32, .generation = generation};
+
+		__builtin_memcpy(key.addr, addr, 4);
+		found = bpf_map_lookup_elem(v4, &key);
+	} else {
+		struct v6_key key = {.prefixlen = 8 + 128, .generation = generation};
+
+		__builtin_memcpy(key.addr, addr, 16);
+		found = bpf_map_lookup_elem(v6, &key);
+	}
+	return found ? (__s64)*found : -1;
+}
+
+// The verdict map's value for `flow` decided as a flow whose first packet
+// went in `direction`; 0 (deny, slot 0 is never a verdict's) when nothing
+// answers. A local address the node does not own gives `not_ours`.
+static __always_inline __u32 verdict_of(__u8 generation, __u8 direction, struct flow_key *flow, int *not_ours)
+{
+	struct verdict_key key = {.prefixlen = 104, .generation = generation, .direction = direction};
+	__s64 remote = class_of(&classes_v4, &classes_v6, generation, flow, flow->remote);
+	__s64 local = class_of(&locals_v4, &locals_v6, generation, flow, flow->local);
+	// The service's port: the local one for ingress, the remote one for egress.
+	__u16 port = direction == DIRECTION_INGRESS ? flow->local_port : flow->remote_port;
+	__u32 *verdict;
+
+	if (local < 0) {
+		*not_ours = 1;
+		return 0;
+	}
+	if (remote < 0)
+		return 0;
+	__builtin_memcpy(key.remote, &(__u32){bpf_htonl((__u32)remote)}, 4);
+	__builtin_memcpy(key.local, &(__u32){bpf_htonl((__u32)local)}, 4);
+	key.protocol = flow->protocol;
+	__builtin_memcpy(key.port, &port, 2);
+	verdict = bpf_map_lookup_elem(&verdicts, &key);
+	return verdict ? *verdict : 0;
+}
+
+static __always_inline void count(__u32 slot, struct __sk_buff *skb)
+{
+	struct counter *counter = bpf_map_lookup_elem(&counters, &slot);
+
+	if (counter) {
+		counter->packets += 1;
+		counter->bytes += skb->len;
+	}
+}
+
 static __always_inline int decide(struct __sk_buff *skb, __u8 direction)
 {
-	struct packet p = {};
-	struct verdict_key key = {.prefixlen = 96};
-	__u32 *verdict;
-	__u8 seen = 1;
-	__u16 port;
+	struct flow_key key = {};
+	struct flow *known;
+	struct settings *now;
+	__u32 zero = 0;
+	__u32 *live;
+	__u32 verdict;
+	__u8 generation;
+	int not_ours = 0;
 
 	// Not IP: nothing meshguard governs (ARP on a veth; a TUN carries none).
 	if (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6))
 		return TC_ACT_OK;
-	if (parse(skb, direction, &p))
+	live = bpf_map_lookup_elem(&state, &zero);
+	if (!live)
 		return TC_ACT_SHOT;
-	if (bpf_map_lookup_elem(&flows, &p.flow))
-		return TC_ACT_OK;
+	generation = *live & 1;
+	now = bpf_map_lookup_elem(&settings, &(__u32){generation});
+	// Before the first revision: nothing is allowed yet.
+	if (!now || now->revision == 0)
+		return TC_ACT_SHOT;
+	if (parse(skb, direction, &key))
+		return now->audit ? TC_ACT_OK : TC_ACT_SHOT;
 
-	// The service's port: the local one for ingress, the remote one for egress.
-	port = direction == DIRECTION_INGRESS ? p.flow.local_port : p.flow.remote_port;
-	key.direction = direction;
-	__builtin_memcpy(key.remote, &(__u32){bpf_htonl(p.remote_class)}, 4);
-	__builtin_memcpy(key.local, &(__u32){bpf_htonl(p.local_class)}, 4);
-	key.protocol = p.flow.protocol;
-	__builtin_memcpy(key.port, &port, 2);
-	verdict = bpf_map_lookup_elem(&verdicts, &key);
-	if (!verdict || (*verdict & 0xff) != VERDICT_ALLOW)
+	known = bpf_map_lookup_elem(&flows, &key);
+	if (known) {
+		if (known->revision == now->revision || now->audit)
+			return TC_ACT_OK;
+		verdict = verdict_of(generation, known->direction, &key, &not_ours);
+		if (verdict & 1) {
+			known->revision = now->revision;
+			return TC_ACT_OK;
+		}
+		bpf_map_delete_elem(&flows, &key);
 		return TC_ACT_SHOT;
-	bpf_map_update_elem(&flows, &p.flow, &seen, BPF_ANY);
-	return TC_ACT_OK;
+	}
+
+	verdict = verdict_of(generation, direction, &key, &not_ours);
+	if (not_ours) {
+		count(direction == DIRECTION_INGRESS ? SLOT_NOT_OURS_INGRESS : SLOT_NOT_OURS_EGRESS, skb);
+	} else if (direction == DIRECTION_EGRESS && key.protocol == IPPROTO_UDP &&
+		   skb->mark == now->handshake_mark && key.remote_port == now->handshake_port) {
+		// The agent's own handshake starter; see wireguard::handshake.
+		return TC_ACT_OK;
+	} else if (verdict) {
+		count(verdict >> 1, skb);
+	}
+	if ((verdict & 1) || now->audit) {
+		struct flow flow = {.revision = now->revision, .direction = direction};
+
+		bpf_map_update_elem(&flows, &key, &flow, BPF_ANY);
+		return TC_ACT_OK;
+	}
+	return TC_ACT_SHOT;
 }
 
 SEC("classifier")

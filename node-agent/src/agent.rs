@@ -14,13 +14,12 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::ValueEnum;
 use meshguard_crds::{NodePolicyStatus, validation::Validator};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::{
-    backend::{Backend, Enforcement, Family, iptables::Iptables},
+    backend::{Backend, Enforcement, Family, ebpf::Ebpf, iptables::Iptables},
     cli::{BackendKind, Common, RunArgs, UnmatchedRoute, WireGuardMode},
     endpoints::{self, Endpoints},
     http::{self, Shared},
@@ -30,7 +29,7 @@ use crate::{
         jwks::{Fetched, Fetcher, Kept, RemoteJwks, Settings as JwksSettings},
         server::{self, Answered, Processor},
     },
-    metrics::{KindLabel, Metrics, RequestLabels, ResultLabel, StepKindLabel},
+    metrics::{BackendLabels, KindLabel, Metrics, RequestLabels, ResultLabel, StepKindLabel},
     netdev::Netdev,
     reconcile::{ApplyError, Reconciler, Settings},
     state::{self, Update, kube::StatusWriter},
@@ -66,11 +65,34 @@ pub fn device(common: &Common) -> anyhow::Result<Box<dyn Device>> {
     }
 }
 
-/// The packet filter `--backend` names.
-fn backend(kind: BackendKind, common: &Common) -> Box<dyn Backend> {
-    match kind {
-        BackendKind::Iptables => Box::new(Iptables::new(&common.interface, families())),
-    }
+/// The packet filter `--backend` names, started; with `auto`, iptables
+/// when the eBPF programs cannot load, and why.
+fn backend(
+    kind: BackendKind,
+    common: &Common,
+) -> anyhow::Result<(Box<dyn Backend>, Option<String>)> {
+    let iptables = || Iptables::new(&common.interface, families());
+    let ebpf = || {
+        let mut backend = Ebpf::new(&common.interface, &common.bpffs, iptables());
+        backend.start().map(|()| backend)
+    };
+    Ok(match kind {
+        BackendKind::Iptables => (Box::new(iptables()), None),
+        BackendKind::Ebpf => match ebpf() {
+            Ok(backend) => (Box::new(backend), None),
+            Err(e) => anyhow::bail!(
+                "--backend ebpf: {e} (eBPF needs a kernel with BTF, CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON or root; --backend auto falls back to iptables)"
+            ),
+        },
+        BackendKind::Auto => match ebpf() {
+            Ok(backend) => (Box::new(backend), None),
+            Err(e) => {
+                let reason = format!("the eBPF programs could not load: {e}");
+                tracing::warn!(%reason, "--backend auto: iptables enforces");
+                (Box::new(iptables()), Some(reason))
+            }
+        },
+    })
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -88,9 +110,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         interface: args.common.interface.clone(),
         mtu: args.mtu,
     };
-    let backend = backend(args.backend, &args.common);
+    let (backend, fallback) = backend(args.backend, &args.common)?;
     let backend_name = backend.name();
-    tracing::info!(backend = backend_name, "packet filter");
+    tracing::info!(backend = backend_name, requested = ?args.backend, "packet filter");
     let reconciler = Arc::new(Mutex::new(Reconciler::new(
         settings, keys, device, netdev, backend,
     )));
@@ -107,6 +129,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_default()
         }),
     );
+    metrics
+        .backend
+        .get_or_create(&BackendLabels {
+            backend: backend_name,
+            requested: match args.backend {
+                BackendKind::Iptables => "iptables",
+                BackendKind::Ebpf => "ebpf",
+                BackendKind::Auto => "auto",
+            },
+            fallback: if fallback.is_some() { "true" } else { "false" },
+        })
+        .set(1);
     let shared = Arc::new(Shared {
         registry,
         ready: false.into(),
@@ -182,6 +216,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         backend: Some(backend_name.into()),
         ..Default::default()
     };
+    if let Some(reason) = &fallback {
+        set_condition(
+            &mut status.conditions,
+            "BackendFallback",
+            true,
+            "EbpfUnavailable",
+            &format!("--backend auto: {reason}; iptables enforces"),
+        );
+    }
     let mut status_written = true;
     // Endpoint names of the state last applied, and what they resolved to.
     let audit_peers = args.enforcement == Enforcement::Audit;
@@ -485,10 +528,15 @@ async fn write_status(sink: &Sink, status: &NodePolicyStatus) -> bool {
 
 /// `meshguard-agent teardown`.
 pub fn teardown(common: &Common) -> anyhow::Result<()> {
-    // Whichever backend ran: each removes only what is its own.
-    for kind in BackendKind::value_variants() {
-        backend(*kind, common).teardown()?;
-    }
+    // Whichever backend ran: each removes only what is its own (the eBPF
+    // backend's pins and the leak guard it keeps in iptables included).
+    Iptables::new(&common.interface, families()).teardown()?;
+    Ebpf::new(
+        &common.interface,
+        &common.bpffs,
+        Iptables::new(&common.interface, families()),
+    )
+    .teardown()?;
     Netdev {
         interface: common.interface.clone(),
         mtu: 0,

@@ -50,6 +50,12 @@ pub enum WireGuardMode {
 pub enum BackendKind {
     /// iptables + ipset.
     Iptables,
+    /// TC programs on the mesh interface (the leak guard stays in iptables);
+    /// the agent exits when they cannot load.
+    Ebpf,
+    /// eBPF where the programs load, else iptables (said in the status, the
+    /// log and `meshguard_agent_backend`).
+    Auto,
 }
 
 /// What a request no PolicyChain serves gets.
@@ -92,6 +98,16 @@ pub struct Common {
     pub mesh_cidrs: Vec<IpNet>,
     #[arg(long, env = "MESHGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Where a BPF filesystem is (mounted there when it is not): the eBPF
+    /// backend pins its programs' links and maps under
+    /// `<bpffs>/meshguard/<interface>/`, so they outlive the agent.
+    #[arg(
+        long,
+        env = "MESHGUARD_BPFFS",
+        value_name = "DIR",
+        default_value = "/sys/fs/bpf"
+    )]
+    pub bpffs: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -38,6 +38,15 @@ pub struct RequestLabels {
     pub outcome: &'static str,
 }
 
+/// The packet filter that runs, the one `--backend` asked for, and whether
+/// `auto` fell back to iptables.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: &'static str,
+    pub requested: &'static str,
+    pub fallback: &'static str,
+}
+
 /// A step kind of a chain (`jwt`, `rateLimit`, …).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepKindLabel {
@@ -45,6 +54,7 @@ pub struct StepKindLabel {
 }
 
 pub struct Metrics {
+    pub backend: Family<BackendLabels, Gauge>,
     pub apply_seconds: Histogram,
     pub applies: Family<ResultLabel, Counter>,
     pub drift_repairs: Family<KindLabel, Counter>,
@@ -72,6 +82,7 @@ impl Metrics {
         rule_counters: Arc<dyn Fn() -> Vec<RuleCounter> + Send + Sync>,
     ) -> Arc<Metrics> {
         let metrics = Metrics {
+            backend: Family::default(),
             apply_seconds: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
@@ -100,6 +111,11 @@ impl Metrics {
             jwks_missing: Gauge::default(),
         };
         let prefix = registry.sub_registry_with_prefix("meshguard_agent");
+        prefix.register(
+            "backend",
+            "The packet filter that enforces (1), as --backend requested it; fallback=\"true\" when auto could not load the eBPF programs",
+            metrics.backend.clone(),
+        );
         prefix.register(
             "apply_duration_seconds",
             "Time to apply a desired state",

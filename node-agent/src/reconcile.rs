@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use meshguard_crds::NodePolicySpec;
 
 use crate::{
-    backend::{Backend, Changes, Enforcement, Filter, RuleCounter},
+    backend::{Backend, BackendError, Changes, Enforcement, Filter, RuleCounter},
     command::CommandError,
     conntrack,
     desired::{self, Desired, Invalid},
@@ -56,6 +56,8 @@ pub enum ApplyError {
     WireGuard(#[from] WireGuardError),
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 /// What an apply did.
@@ -244,7 +246,10 @@ impl Reconciler {
     /// rule or set change). Agent-wide audit cuts nothing: it drops nothing.
     fn cut(&self, desired: &Desired, changes: &Changes) -> Result<usize, String> {
         let changed = self.current.is_none() || changes.rules_touched();
-        if self.settings.enforcement == Enforcement::Audit || !changed {
+        if self.settings.enforcement == Enforcement::Audit
+            || !changed
+            || self.backend.cuts_denied_flows()
+        {
             return Ok(0);
         }
         conntrack::cut(desired, &self.settings.mesh_cidrs).map_err(|e| e.to_string())
@@ -426,7 +431,7 @@ impl Reconciler {
         }
     }
 
-    pub fn counters(&mut self) -> Result<Vec<RuleCounter>, CommandError> {
+    pub fn counters(&mut self) -> Result<Vec<RuleCounter>, BackendError> {
         self.backend.counters()
     }
 

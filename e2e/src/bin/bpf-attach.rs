@@ -1,38 +1,85 @@
-//! The eBPF test's helper (e2e/tests/ebpf.rs), run inside a namespace:
-//! parses a NodePolicy spec as the agent does, loads meshguard's TC
-//! programs, writes the spec's classes and verdict table into their maps,
-//! attaches them to an interface, prints `ready`, and holds them until its
-//! standard input closes (then detaches by exiting, printing the flows the
-//! programs let through).
+//! The eBPF tests' driver (e2e/tests/ebpf.rs), run inside a network
+//! namespace: the agent's eBPF backend on one interface, without WireGuard,
+//! driven line by line from standard input.
 //!
 //! ```text
-//! bpf-attach IFACE NODEPOLICY-SPEC.json
+//! bpf-attach IFACE BPFFS
+//!   apply SPEC.json   -> "applied ENTRIES" (map entries written) | "error ..."
+//!   counters          -> "counter DIRECTION ID PACKETS BYTES"... then "end"
+//!   flows             -> "flows N" (flows the programs let through)
+//!   teardown          -> "done" (programs detached, pins removed)
 //! ```
+//!
+//! At the end of its input it exits without tearing down: the pinned
+//! programs keep enforcing, as after an agent restart.
 
-use std::io::Read;
+use std::io::{BufRead, Write};
 
 use anyhow::Context;
 use meshguard_agent::{
-    backend::ebpf::{programs::Programs, verdicts::table},
+    agent::families,
+    backend::{Backend, Enforcement, Filter, ebpf::Ebpf, iptables::Iptables},
     desired,
 };
 use meshguard_crds::NodePolicySpec;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (Some(interface), Some(file)) = (args.next(), args.next()) else {
-        anyhow::bail!("usage: bpf-attach IFACE NODEPOLICY-SPEC.json");
+    let (Some(interface), Some(bpffs)) = (args.next(), args.next()) else {
+        anyhow::bail!("usage: bpf-attach IFACE BPFFS");
     };
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+    let mut backend = Ebpf::new(
+        &interface,
+        bpffs.as_ref(),
+        Iptables::new(&interface, families()),
+    );
+    backend.start()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "started")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("apply"), Some(file)) => match apply(&mut backend, file) {
+                Ok(entries) => writeln!(out, "applied {entries}")?,
+                Err(e) => writeln!(out, "error {e:#}")?,
+            },
+            (Some("counters"), None) => {
+                for c in backend.counters()? {
+                    let direction = c.direction.label();
+                    writeln!(
+                        out,
+                        "counter {direction} {} {} {}",
+                        c.id, c.packets, c.bytes
+                    )?;
+                }
+                writeln!(out, "end")?;
+            }
+            (Some("flows"), None) => writeln!(out, "flows {}", backend.flows()?)?,
+            (Some("teardown"), None) => {
+                backend.teardown()?;
+                writeln!(out, "done")?;
+            }
+            _ => writeln!(out, "error unknown command {line:?}")?,
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn apply(backend: &mut Ebpf, file: &str) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
     let spec: NodePolicySpec =
         serde_json::from_str(&text).with_context(|| format!("{file}: not a NodePolicy spec"))?;
     let desired = desired::parse(&spec).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-    let mut programs = Programs::load()?;
-    let entries = programs.write(&table(&desired))?;
-    programs.attach(&interface)?;
-    println!("ready {entries}");
-    // Held until the test closes our standard input.
-    std::io::stdin().read_to_end(&mut Vec::new())?;
-    println!("flows {}", programs.flows()?);
-    Ok(())
+    let applied = backend.apply(
+        &desired,
+        &Filter {
+            enforcement: Enforcement::Enforce,
+            nflog_group: 100,
+            mesh_cidrs: &[],
+        },
+    )?;
+    Ok(applied.changes.entries_written)
 }

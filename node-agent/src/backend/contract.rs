@@ -7,13 +7,22 @@
 //! ```text
 //!  Reconciler ──apply(desired, filter)──▶ dyn Backend ──▶ kernel
 //!             ──drift / repair─────────▶      │  iptables+ipset (backend::iptables)
-//!  Metrics    ──counters───────────────▶      │
+//!  Metrics    ──counters───────────────▶      │  TC programs + maps (backend::ebpf)
 //!  teardown   ──teardown───────────────▶      ┘
 //! ```
 
 use ipnet::IpNet;
 
-use crate::{command::CommandError, desired::Desired};
+use crate::{backend::ebpf::EbpfError, command::CommandError, desired::Desired};
+
+/// Why a backend could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+}
 
 /// Whether rules decide or only count (agent-wide `--enforcement`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -69,13 +78,18 @@ pub struct Changes {
     pub rules_edited: usize,
     /// Families whose rules were rewritten whole.
     pub rewritten: Vec<Family>,
+    /// eBPF map entries written or removed.
+    pub entries_written: usize,
 }
 
 impl Changes {
     /// Whether what is allowed may have narrowed, so that established
     /// connections must be checked against the new rules.
     pub fn rules_touched(&self) -> bool {
-        self.sets_written > 0 || self.rules_edited > 0 || !self.rewritten.is_empty()
+        self.sets_written > 0
+            || self.rules_edited > 0
+            || !self.rewritten.is_empty()
+            || self.entries_written > 0
     }
 }
 
@@ -86,6 +100,9 @@ pub enum Drift {
     Rules(Family),
     Hooks(Family),
     Set(String),
+    /// The TC programs are no longer attached to the interface (detached,
+    /// or the device was created again).
+    Programs,
 }
 
 impl Drift {
@@ -95,6 +112,7 @@ impl Drift {
             Drift::Rules(_) => "rules",
             Drift::Hooks(_) => "hooks",
             Drift::Set(_) => "sets",
+            Drift::Programs => "programs",
         }
     }
 }
@@ -139,17 +157,25 @@ pub trait Backend: Send {
     fn name(&self) -> &'static str;
 
     /// Puts in force the rules `desired` asks for, all at once.
-    fn apply(&mut self, desired: &Desired, filter: &Filter<'_>) -> Result<Applied, CommandError>;
+    fn apply(&mut self, desired: &Desired, filter: &Filter<'_>) -> Result<Applied, BackendError>;
+
+    /// Whether connections a new revision denies are cut by the backend
+    /// itself (eBPF: each flow is decided again by the revision that
+    /// follows the one that allowed it), so the kernel's conntrack table
+    /// need not be searched for them (iptables).
+    fn cuts_denied_flows(&self) -> bool {
+        false
+    }
 
     /// How the kernel differs from what was applied last.
-    fn drift(&self) -> Result<Vec<Drift>, CommandError>;
+    fn drift(&mut self) -> Result<Vec<Drift>, BackendError>;
 
     /// Puts what was applied last back.
-    fn repair(&mut self) -> Result<(), CommandError>;
+    fn repair(&mut self) -> Result<(), BackendError>;
 
     /// Per-rule counters of what was applied.
-    fn counters(&mut self) -> Result<Vec<RuleCounter>, CommandError>;
+    fn counters(&mut self) -> Result<Vec<RuleCounter>, BackendError>;
 
     /// Removes everything the backend put in the kernel.
-    fn teardown(&mut self) -> Result<(), CommandError>;
+    fn teardown(&mut self) -> Result<(), BackendError>;
 }

@@ -10,7 +10,7 @@ use meshguard_crds::{Action, Protocol};
 
 use super::{Desired, Remote, Rule};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     /// `remote` sent the flow to a local address.
     Ingress,

@@ -1,6 +1,11 @@
-//! LPM trie keys as `bpf/meshguard.c` lays them out. Pure: what the agent
-//! writes is pinned by unit tests, the programs' reading of it by the
-//! namespace test (e2e/tests/ebpf.rs).
+//! The programs' map layouts (`bpf/meshguard.c`), byte for byte. Pure:
+//! what the agent writes is pinned by unit tests, the programs' reading of
+//! it by the namespace tests (e2e/tests/ebpf.rs).
+//!
+//! Every class and verdict key starts with the generation it belongs to
+//! (0 or 1): the agent writes a revision into the generation that is not
+//! live and then flips the `state` word, so both revisions sit in the same
+//! maps side by side and a packet reads one of them whole.
 
 use std::net::IpAddr;
 
@@ -8,16 +13,18 @@ use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use meshguard_crds::Protocol;
 
-use super::verdicts::Verdict;
 use crate::desired::verdict::Direction;
 
-/// A verdict map value: the verdict in the low byte (1 allows), the
-/// deciding rule's index + 1 above it (0: the default deny).
-pub fn verdict_value(verdict: Verdict) -> u32 {
-    let rule = verdict
-        .rule
-        .map_or(0, |r| u32::try_from(r).map_or(u32::MAX >> 8, |r| r + 1));
-    (rule << 8) | u32::from(verdict.allow)
+/// Counter slots the programs use for packets whose local address the node
+/// does not own (`SLOT_NOT_OURS_*`); verdict slots start after them.
+pub const SLOT_NOT_OURS_INGRESS: u32 = 0;
+pub const SLOT_NOT_OURS_EGRESS: u32 = 1;
+pub const FIRST_VERDICT_SLOT: u32 = 2;
+
+/// A verdict map value: the counter slot of the rules that count the
+/// packet, and whether it is allowed.
+pub fn verdict_value(slot: u32, allow: bool) -> u32 {
+    (slot << 1) | u32::from(allow)
 }
 
 /// The IP protocol numbers of a rule's protocol (ICMP is ICMPv6 for IPv6).
@@ -30,56 +37,97 @@ pub fn protocol_numbers(protocol: Protocol) -> &'static [u8] {
     }
 }
 
-/// A remote address range's key in `classes_v4` or `classes_v6`.
+/// Which address of a packet a class is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Side {
+    Remote,
+    Local,
+}
+
+/// An address range's key in `classes_v4`/`locals_v4` or their v6 twins.
 #[derive(Clone, Copy)]
 pub enum ClassKey {
-    V4(Key<[u8; 4]>),
-    V6(Key<[u8; 16]>),
+    V4(Key<[u8; 5]>),
+    V6(Key<[u8; 17]>),
 }
 
 impl ClassKey {
-    pub fn of(net: IpNet) -> ClassKey {
-        let prefix = u32::from(net.prefix_len());
+    pub fn of(generation: u8, net: IpNet) -> ClassKey {
+        let prefix = 8 + u32::from(net.prefix_len());
         match net.network() {
-            IpAddr::V4(a) => ClassKey::V4(Key::new(prefix, a.octets())),
-            IpAddr::V6(a) => ClassKey::V6(Key::new(prefix, a.octets())),
+            IpAddr::V4(a) => {
+                let mut data = [generation; 5];
+                data[1..].copy_from_slice(&a.octets());
+                ClassKey::V4(Key::new(prefix, data))
+            }
+            IpAddr::V6(a) => {
+                let mut data = [generation; 17];
+                data[1..].copy_from_slice(&a.octets());
+                ClassKey::V6(Key::new(prefix, data))
+            }
         }
     }
 }
 
-/// A verdict key: direction, remote and local class, and a protocol
-/// number with a port prefix (`None`, `None`: the protocols no rule names;
-/// a protocol with `None`: all its ports, the only form for ICMP).
-pub fn verdict_key(
-    direction: Direction,
-    remote: u32,
-    local: u32,
-    protocol: Option<u8>,
-    port: Option<PortPrefix>,
-) -> Key<[u8; 12]> {
-    let mut data = [0u8; 12];
-    data[0] = match direction {
+/// What one verdict entry is for, without its generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VerdictFor {
+    pub direction: Direction,
+    pub remote: u32,
+    pub local: u32,
+    /// `None`: the protocols no rule names.
+    pub protocol: Option<u8>,
+    /// `None`: every port (and the only form for protocols without ports).
+    pub port: Option<PortPrefix>,
+}
+
+/// A verdict key: generation, direction, remote and local class, and a
+/// protocol number with a port prefix.
+pub fn verdict_key(generation: u8, entry: &VerdictFor) -> Key<[u8; 13]> {
+    let mut data = [0u8; 13];
+    data[0] = generation;
+    data[1] = match entry.direction {
         Direction::Ingress => 0,
         Direction::Egress => 1,
     };
-    data[1..5].copy_from_slice(&remote.to_be_bytes());
-    data[5..9].copy_from_slice(&local.to_be_bytes());
-    let Some(protocol) = protocol else {
-        return Key::new(72, data);
+    data[2..6].copy_from_slice(&entry.remote.to_be_bytes());
+    data[6..10].copy_from_slice(&entry.local.to_be_bytes());
+    let Some(protocol) = entry.protocol else {
+        return Key::new(80, data);
     };
-    data[9] = protocol;
-    let bits = match port {
+    data[10] = protocol;
+    let bits = match entry.port {
         None => 0,
         Some(p) => {
-            data[10..12].copy_from_slice(&p.port.to_be_bytes());
+            data[11..13].copy_from_slice(&p.port.to_be_bytes());
             p.bits
         }
     };
-    Key::new(80 + bits, data)
+    Key::new(88 + bits, data)
+}
+
+/// The `settings` map's value for one generation (`struct settings`:
+/// revision, audit, handshake mark, handshake port in network order and
+/// two bytes of padding), as four native-endian words (a `u32` array is
+/// what aya copies without `unsafe`). `revision` is never 0 once written:
+/// 0 tells the programs that nothing is allowed yet.
+pub fn settings_value(
+    revision: u32,
+    audit: bool,
+    handshake_mark: u32,
+    handshake_port: u16,
+) -> [u32; 4] {
+    let port = handshake_port.to_be_bytes();
+    [
+        revision,
+        u32::from(audit),
+        handshake_mark,
+        u32::from_ne_bytes([port[0], port[1], 0, 0]),
+    ]
 }
 
 /// Ports sharing their first `bits` bits with `port`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortPrefix {
     pub port: u16,
     pub bits: u32,
@@ -161,45 +209,60 @@ mod tests {
 
     #[test]
     fn verdict_keys_follow_the_programs_layout() {
-        let key = verdict_key(
-            Direction::Egress,
-            0x0102_0304,
-            9,
-            Some(6),
-            Some(PortPrefix {
+        let entry = VerdictFor {
+            direction: Direction::Egress,
+            remote: 0x0102_0304,
+            local: 9,
+            protocol: Some(6),
+            port: Some(PortPrefix {
                 port: 5432,
                 bits: 16,
             }),
+        };
+        let key = verdict_key(1, &entry);
+        assert_eq!(key.prefix_len(), 104);
+        assert_eq!(key.data(), [1, 1, 1, 2, 3, 4, 0, 0, 0, 9, 6, 0x15, 0x38]);
+        let every_port = verdict_key(
+            0,
+            &VerdictFor {
+                direction: Direction::Ingress,
+                port: None,
+                protocol: Some(1),
+                ..entry
+            },
         );
-        assert_eq!(key.prefix_len(), 96);
-        assert_eq!(key.data(), [1, 1, 2, 3, 4, 0, 0, 0, 9, 6, 0x15, 0x38]);
-        let every_port = verdict_key(Direction::Ingress, 7, 0, Some(1), None);
-        assert_eq!((every_port.prefix_len(), every_port.data()[9]), (80, 1));
-        let unnamed = verdict_key(Direction::Ingress, 7, 0, None, None);
-        assert_eq!((unnamed.prefix_len(), unnamed.data()[9]), (72, 0));
         assert_eq!(
-            verdict_value(Verdict {
-                allow: true,
-                rule: Some(2)
-            }),
-            0x301
+            (
+                every_port.prefix_len(),
+                every_port.data()[..2].to_vec(),
+                every_port.data()[10]
+            ),
+            (88, vec![0, 0], 1)
         );
-        assert_eq!(
-            verdict_value(Verdict {
-                allow: false,
-                rule: None
-            }),
-            0
+        let unnamed = verdict_key(
+            0,
+            &VerdictFor {
+                protocol: None,
+                port: None,
+                ..entry
+            },
         );
+        assert_eq!((unnamed.prefix_len(), unnamed.data()[10]), (80, 0));
+        assert_eq!(verdict_value(5, true), 11);
+        assert_eq!(verdict_value(5, false), 10);
     }
 
     #[test]
-    fn class_keys_hold_the_network_address() {
+    fn class_keys_hold_the_generation_and_the_network_address() {
         let ClassKey::V4(key) =
-            ClassKey::of("10.1.2.3/24".parse().unwrap_or_else(|e| panic!("{e}")))
+            ClassKey::of(1, "10.1.2.3/24".parse().unwrap_or_else(|e| panic!("{e}")))
         else {
             panic!("an IPv4 key");
         };
-        assert_eq!((key.prefix_len(), key.data()), (24, [10, 1, 2, 0]));
+        assert_eq!((key.prefix_len(), key.data()), (32, [1, 10, 1, 2, 0]));
+        let settings = settings_value(3, true, 0x4d47_0001, 9);
+        let bytes: Vec<u8> = settings.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(bytes.len(), 16, "as struct settings");
+        assert_eq!(&bytes[12..], [0, 9, 0, 0], "the port in network order");
     }
 }

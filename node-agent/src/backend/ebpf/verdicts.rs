@@ -7,8 +7,11 @@
 //! rule names gets a verdict for each of its ports (an interval per change
 //! of deciding rule), and one more entry answers the protocols no rule
 //! names. Log rules and Audit-mode rules never decide (semantics rules
-//! 2–4); what nothing decides is denied, and so is every packet whose local
-//! address the node does not own (it has no local class).
+//! 2–4), but the packets that reach them are counted: each entry carries
+//! the rules a packet passes on its way to the decision, which the backend
+//! turns into a counter slot. What nothing decides is denied, and so is
+//! every packet whose local address the node does not own (it has no local
+//! class).
 
 use std::collections::BTreeSet;
 
@@ -17,18 +20,16 @@ use meshguard_crds::{Action, Protocol};
 use super::classes::{Classes, classes, everything};
 use crate::desired::{Desired, Remote, Rule, verdict::Direction};
 
-/// The rule that decides, by index into its direction's list; `None`:
-/// nothing decides (default deny).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a packet is decided, by indexes into its direction's rule list.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Verdict {
     pub allow: bool,
+    /// The rule that decides; `None`: nothing decides (default deny).
     pub rule: Option<usize>,
+    /// The Log and Audit-mode rules that match before the decision, in
+    /// order: they count the packet and let it go on.
+    pub counted: Vec<usize>,
 }
-
-const DEFAULT_DENY: Verdict = Verdict {
-    allow: false,
-    rule: None,
-};
 
 /// One stretch of the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,11 +109,11 @@ pub fn table(desired: &Desired) -> Table {
     ] {
         for (rc, remote_members) in (0u32..).zip(&table.remote.members_of) {
             for (lc, local_members) in (0u32..).zip(&table.local.members_of) {
-                // The rules that can decide here, in order, with their index.
+                // The rules whose addresses match here, in order, with
+                // their index.
                 let deciding: Vec<(usize, &Rule)> = list
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| !r.audit && r.action != Action::Log)
                     .filter(|(_, r)| match r.remote {
                         Remote::All => true,
                         Remote::Set(s) => remote_members.contains(&s),
@@ -150,15 +151,26 @@ pub fn table(desired: &Desired) -> Table {
     table
 }
 
-/// The first of `rules` that `matches`, as a verdict.
+/// The verdict of the first of `rules` that `matches` and decides, with
+/// the counting rules that match before it.
 fn first(rules: &[(usize, &Rule)], matches: impl Fn(&Rule) -> bool) -> Verdict {
-    rules
-        .iter()
-        .find(|(_, r)| matches(r))
-        .map_or(DEFAULT_DENY, |(i, r)| Verdict {
-            allow: r.action == Action::Allow,
+    let mut counted = Vec::new();
+    for (i, rule) in rules.iter().filter(|(_, r)| matches(r)) {
+        if rule.audit || rule.action == Action::Log {
+            counted.push(*i);
+            continue;
+        }
+        return Verdict {
+            allow: rule.action == Action::Allow,
             rule: Some(*i),
-        })
+            counted,
+        };
+    }
+    Verdict {
+        allow: false,
+        rule: None,
+        counted,
+    }
 }
 
 /// Whether `rule` matches `protocol` on every port of `ports` (`None`: a
@@ -359,21 +371,29 @@ mod tests {
         };
         let deny = rule(Action::Deny, Some((5433, 5433)));
         let allow = rule(Action::Allow, Some((5432, 5440)));
-        let list = [(0, &deny), (1, &allow)];
+        let log = rule(Action::Log, Some((5440, 5441)));
+        let list = [(0, &deny), (1, &allow), (2, &log)];
         let got = intervals(&list, Protocol::TCP);
         let allowed = |rule| Verdict {
             allow: true,
             rule: Some(rule),
+            counted: vec![],
         };
-        let denied = |rule| Verdict { allow: false, rule };
+        let denied = |rule, counted| Verdict {
+            allow: false,
+            rule,
+            counted,
+        };
         assert_eq!(
             got,
             [
-                ((0, 5431), denied(None)),
+                ((0, 5431), denied(None, vec![])),
                 ((5432, 5432), allowed(1)),
-                ((5433, 5433), denied(Some(0))),
+                ((5433, 5433), denied(Some(0), vec![])),
                 ((5434, 5440), allowed(1)),
-                ((5441, 65535), denied(None)),
+                // The Log rule is reached only where nothing decided first.
+                ((5441, 5441), denied(None, vec![2])),
+                ((5442, 65535), denied(None, vec![])),
             ]
         );
     }

@@ -7,8 +7,7 @@ use super::{
     render::{Options, render},
 };
 use crate::{
-    backend::contract::{Applied, Backend, Drift, Filter, RuleCounter},
-    command::CommandError,
+    backend::contract::{Applied, Backend, BackendError, Drift, Filter, RuleCounter},
     desired::Desired,
 };
 
@@ -17,7 +16,7 @@ impl Backend for Iptables {
         "iptables"
     }
 
-    fn apply(&mut self, desired: &Desired, filter: &Filter<'_>) -> Result<Applied, CommandError> {
+    fn apply(&mut self, desired: &Desired, filter: &Filter<'_>) -> Result<Applied, BackendError> {
         let rendered = render(
             desired,
             &Options {
@@ -35,19 +34,19 @@ impl Backend for Iptables {
         })
     }
 
-    fn drift(&self) -> Result<Vec<Drift>, CommandError> {
-        Iptables::drift(self)
+    fn drift(&mut self) -> Result<Vec<Drift>, BackendError> {
+        Ok(Iptables::drift(self)?)
     }
 
-    fn repair(&mut self) -> Result<(), CommandError> {
-        Iptables::repair(self)
+    fn repair(&mut self) -> Result<(), BackendError> {
+        Ok(Iptables::repair(self)?)
     }
 
-    fn counters(&mut self) -> Result<Vec<RuleCounter>, CommandError> {
-        Iptables::counters(self)
+    fn counters(&mut self) -> Result<Vec<RuleCounter>, BackendError> {
+        Ok(Iptables::counters(self)?)
     }
 
-    fn teardown(&mut self) -> Result<(), CommandError> {
-        Iptables::teardown(self)
+    fn teardown(&mut self) -> Result<(), BackendError> {
+        Ok(Iptables::teardown(self)?)
     }
 }

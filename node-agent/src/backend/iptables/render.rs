@@ -223,15 +223,7 @@ pub fn render(desired: &Desired, options: &Options) -> Rendered {
             entries: list.clone(),
         });
     }
-    // Under agent-wide audit the audit peers are installed, with routes.
-    let audit = options.enforcement == Enforcement::Audit;
-    let routed_peers: Vec<IpNet> = desired
-        .peers
-        .iter()
-        .chain(desired.audit_peers.iter().filter(|_| audit))
-        .flat_map(|p| p.allowed_ips.iter().copied())
-        .filter(|n| n.prefix_len() < n.max_prefix_len())
-        .collect();
+    let routed_peers = routed_peers(desired, options);
 
     let mut ids = BTreeMap::new();
     let mut rulesets = BTreeMap::new();
@@ -288,28 +280,9 @@ pub fn render(desired: &Desired, options: &Options) -> Rendered {
                 .chains
                 .insert(chain, std::mem::take(&mut writer.rules));
         }
-        let mut guard: Vec<String> = Vec::new();
-        for net in options
-            .mesh_cidrs
-            .iter()
-            .chain(&routed_peers)
-            .filter(|n| Family::of(n) == family)
-        {
-            let rule = format!(
-                "-d {} ! -o {} -m comment --comment \"{LEAK}\" -j DROP",
-                canonical(net),
-                options.interface
-            );
-            if !guard.contains(&rule) {
-                guard.push(rule);
-            }
-        }
-        // Traffic to this node's own mesh address leaves by loopback.
-        guard.insert(
-            0,
-            format!("-o lo -m comment --comment \"{LOCAL}\" -j RETURN"),
-        );
-        ruleset.chains.insert(CHAIN_GUARD, guard);
+        ruleset
+            .chains
+            .insert(CHAIN_GUARD, guard(family, options, &routed_peers));
         rulesets.insert(family, ruleset);
     }
     Rendered {
@@ -317,6 +290,72 @@ pub fn render(desired: &Desired, options: &Options) -> Rendered {
         rulesets,
         ids,
     }
+}
+
+/// Only the fail-closed guard, for a backend that filters the mesh
+/// interface itself (eBPF) but cannot see packets leaving by other
+/// interfaces: MESHGUARD-IN and MESHGUARD-OUT stay empty (their hooks
+/// return at once), no sets.
+pub fn render_guard(desired: &Desired, options: &Options) -> Rendered {
+    let routed_peers = routed_peers(desired, options);
+    let rulesets = options
+        .families
+        .iter()
+        .map(|&family| {
+            let mut ruleset = Ruleset::default();
+            ruleset.chains.insert(CHAIN_IN, Vec::new());
+            ruleset.chains.insert(CHAIN_OUT, Vec::new());
+            ruleset
+                .chains
+                .insert(CHAIN_GUARD, guard(family, options, &routed_peers));
+            (family, ruleset)
+        })
+        .collect();
+    Rendered {
+        sets: Vec::new(),
+        rulesets,
+        ids: BTreeMap::new(),
+    }
+}
+
+/// The peers' routed subnets (under agent-wide audit the audit peers are
+/// installed too, with routes).
+fn routed_peers(desired: &Desired, options: &Options) -> Vec<IpNet> {
+    let audit = options.enforcement == Enforcement::Audit;
+    desired
+        .peers
+        .iter()
+        .chain(desired.audit_peers.iter().filter(|_| audit))
+        .flat_map(|p| p.allowed_ips.iter().copied())
+        .filter(|n| n.prefix_len() < n.max_prefix_len())
+        .collect()
+}
+
+/// The guard chain of one family: mesh addresses (the mesh CIDRs and the
+/// peers' routed subnets) leaving by another interface are dropped.
+fn guard(family: Family, options: &Options, routed_peers: &[IpNet]) -> Vec<String> {
+    let mut guard: Vec<String> = Vec::new();
+    for net in options
+        .mesh_cidrs
+        .iter()
+        .chain(routed_peers)
+        .filter(|n| Family::of(n) == family)
+    {
+        let rule = format!(
+            "-d {} ! -o {} -m comment --comment \"{LEAK}\" -j DROP",
+            canonical(net),
+            options.interface
+        );
+        if !guard.contains(&rule) {
+            guard.push(rule);
+        }
+    }
+    // Traffic to this node's own mesh address leaves by loopback.
+    guard.insert(
+        0,
+        format!("-o lo -m comment --comment \"{LOCAL}\" -j RETURN"),
+    );
+    guard
 }
 
 /// The address part of a rule; `None` when a set it needs is empty in this

@@ -1,0 +1,388 @@
+//! What one generation of the maps holds for a NodePolicy, with the
+//! numbers of [`ids`](super::ids), and what changes from one generation's
+//! content to another's. Pure: the backend writes exactly the [`Delta`].
+//!
+//! ```text
+//!  Desired ─table()─▶ Table ─Contents::of(ids)─▶ Contents ─delta(held)─▶ Delta ─▶ maps
+//! ```
+//!
+//! A counter slot is the list of rule ids a packet of one verdict entry
+//! counts for, in order: the Log and Audit-mode rules it passes, then the
+//! rule that decides (or `meshguard:default-deny`). Packets are counted
+//! once per slot by the programs; the backend adds each slot's count to
+//! every rule in it, so a packet counts for each rule it reaches, as
+//! iptables counts it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use super::{
+    classes::Classes,
+    ids::{Exhausted, Interner},
+    keys::{
+        FIRST_VERDICT_SLOT, PortPrefix, Side, VerdictFor, port_prefixes, protocol_numbers,
+        verdict_value,
+    },
+    verdicts::{Table, Verdict},
+};
+use crate::desired::{Desired, verdict::Direction};
+
+/// The id counters report for packets nothing decides.
+pub const DEFAULT_DENY: &str = "meshguard:default-deny";
+/// The id counters report for packets to or from an address the node does
+/// not own.
+pub const NOT_OURS: &str = "meshguard:not-ours";
+
+/// What one generation may hold of each map: half its size, since a
+/// revision is written beside the live one.
+pub const CLASS_ENTRIES: usize = 65_536;
+pub const LOCAL_ENTRIES: usize = 4_096;
+pub const VERDICT_ENTRIES: usize = 524_288;
+/// Counter slots (the `counters` map's size).
+pub const SLOTS: u32 = 65_536;
+
+/// The rules one counter slot counts for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub direction: Direction,
+    pub rules: Vec<String>,
+}
+
+/// The numbers that outlive a revision.
+#[derive(Clone, Debug)]
+pub struct Ids {
+    /// Class numbers by the names of the sets their addresses are in.
+    pub remote: Interner<BTreeSet<String>>,
+    pub local: Interner<BTreeSet<String>>,
+    pub slots: Interner<Slot>,
+}
+
+impl Default for Ids {
+    fn default() -> Ids {
+        Ids {
+            remote: Interner::new("remote address classes", 0, u32::MAX),
+            local: Interner::new("local address classes", 0, u32::MAX),
+            slots: Interner::new("counter slots", FIRST_VERDICT_SLOT, SLOTS),
+        }
+    }
+}
+
+/// Why a NodePolicy does not fit the programs' maps.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TooLarge {
+    #[error(transparent)]
+    Ids(#[from] Exhausted),
+    #[error("{what}: {count} entries, the eBPF maps hold {limit} per revision")]
+    Entries {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+}
+
+/// One generation's entries, without the generation byte.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    pub classes: BTreeMap<(Side, IpNet), u32>,
+    /// Values as [`verdict_value`] makes them.
+    pub verdicts: BTreeMap<VerdictFor, u32>,
+}
+
+impl Contents {
+    /// `table` (of `desired`) with lasting numbers from `ids`.
+    pub fn of(desired: &Desired, table: &Table, ids: &mut Ids) -> Result<Contents, TooLarge> {
+        let names = |members: &BTreeSet<usize>| -> BTreeSet<String> {
+            members
+                .iter()
+                .filter_map(|&s| desired.sets.get(s).map(|set| set.name.clone()))
+                .collect()
+        };
+        let mut contents = Contents::default();
+        let numbers = |classes: &Classes, interner: &mut Interner<BTreeSet<String>>| {
+            classes
+                .members_of
+                .iter()
+                .map(|members| interner.id(&names(members)))
+                .collect::<Result<Vec<u32>, Exhausted>>()
+        };
+        let remote = numbers(&table.remote, &mut ids.remote)?;
+        let local = numbers(&table.local, &mut ids.local)?;
+        for (side, classes, numbers) in [
+            (Side::Remote, &table.remote, &remote),
+            (Side::Local, &table.local, &local),
+        ] {
+            for &(net, class) in &classes.entries {
+                // Positional numbers from the table: `members_of` has one per class.
+                let id = numbers.get(class as usize).copied().unwrap_or(u32::MAX);
+                contents.classes.insert((side, net), id);
+            }
+        }
+        for entry in &table.entries {
+            let slot = ids
+                .slots
+                .id(&slot_of(desired, entry.direction, &entry.verdict))?;
+            let value = verdict_value(slot, entry.verdict.allow);
+            let protocols: Vec<Option<u8>> = match entry.protocol {
+                None => vec![None],
+                Some(p) => protocol_numbers(p).iter().map(|&n| Some(n)).collect(),
+            };
+            let ports: Vec<Option<PortPrefix>> = match entry.ports {
+                None => vec![None],
+                Some((first, last)) => port_prefixes(first, last).into_iter().map(Some).collect(),
+            };
+            for &protocol in &protocols {
+                for &port in &ports {
+                    let key = VerdictFor {
+                        direction: entry.direction,
+                        remote: remote
+                            .get(entry.remote as usize)
+                            .copied()
+                            .unwrap_or(u32::MAX),
+                        local: local.get(entry.local as usize).copied().unwrap_or(u32::MAX),
+                        protocol,
+                        port,
+                    };
+                    contents.verdicts.insert(key, value);
+                }
+            }
+        }
+        contents.check()?;
+        Ok(contents)
+    }
+
+    fn check(&self) -> Result<(), TooLarge> {
+        let count = |side| self.classes.keys().filter(|(s, _)| *s == side).count();
+        for (what, count, limit) in [
+            ("remote address classes", count(Side::Remote), CLASS_ENTRIES),
+            ("local address classes", count(Side::Local), LOCAL_ENTRIES),
+            ("verdict entries", self.verdicts.len(), VERDICT_ENTRIES),
+        ] {
+            if count > limit {
+                return Err(TooLarge::Entries { what, count, limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// The counter slots this content's verdicts count in.
+    pub fn slots(&self) -> BTreeSet<u32> {
+        self.verdicts.values().map(|v| v >> 1).collect()
+    }
+
+    /// The class numbers of one side in use.
+    pub fn class_ids(&self, side: Side) -> BTreeSet<u32> {
+        self.classes
+            .iter()
+            .filter(|((s, _), _)| *s == side)
+            .map(|(_, &id)| id)
+            .collect()
+    }
+}
+
+/// The counter slot of a verdict in one direction: the ids of the rules it
+/// counts for.
+fn slot_of(desired: &Desired, direction: Direction, verdict: &Verdict) -> Slot {
+    let list = match direction {
+        Direction::Ingress => &desired.ingress,
+        Direction::Egress => &desired.egress,
+    };
+    let id = |i: &usize| list.get(*i).map_or_else(String::new, |r| r.id.clone());
+    let mut rules: Vec<String> = verdict.counted.iter().map(id).collect();
+    rules.push(
+        verdict
+            .rule
+            .as_ref()
+            .map_or_else(|| DEFAULT_DENY.to_owned(), id),
+    );
+    Slot { direction, rules }
+}
+
+/// The writes that turn one generation's content into another's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub classes_removed: Vec<(Side, IpNet)>,
+    pub classes_set: Vec<((Side, IpNet), u32)>,
+    pub verdicts_removed: Vec<VerdictFor>,
+    pub verdicts_set: Vec<(VerdictFor, u32)>,
+}
+
+impl Delta {
+    /// Map entries written or removed.
+    pub fn len(&self) -> usize {
+        self.classes_removed.len()
+            + self.classes_set.len()
+            + self.verdicts_removed.len()
+            + self.verdicts_set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What turns `held` into `wanted`: entries that went or changed, and no
+/// others.
+pub fn delta(held: &Contents, wanted: &Contents) -> Delta {
+    fn changes<K: Ord + Copy>(
+        held: &BTreeMap<K, u32>,
+        wanted: &BTreeMap<K, u32>,
+    ) -> (Vec<K>, Vec<(K, u32)>) {
+        let removed = held
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        let set = wanted
+            .iter()
+            .filter(|(k, v)| held.get(k) != Some(v))
+            .map(|(&k, &v)| (k, v))
+            .collect();
+        (removed, set)
+    }
+    let (classes_removed, classes_set) = changes(&held.classes, &wanted.classes);
+    let (verdicts_removed, verdicts_set) = changes(&held.verdicts, &wanted.verdicts);
+    Delta {
+        classes_removed,
+        classes_set,
+        verdicts_removed,
+        verdicts_set,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use meshguard_crds::{Action, Protocol};
+
+    use super::*;
+    use crate::{
+        backend::ebpf::verdicts::table,
+        desired::{AddressSet, Remote, Rule, Traffic},
+    };
+
+    fn rule(id: &str, action: Action, remote: usize, port: u16) -> Rule {
+        Rule {
+            id: id.to_owned(),
+            action,
+            audit: false,
+            remote: Remote::Set(remote),
+            local: None,
+            traffic: Some(vec![Traffic {
+                protocol: Protocol::TCP,
+                ports: Some((port, port)),
+            }]),
+        }
+    }
+
+    fn desired(sets: &[(&str, &str)], ingress: Vec<Rule>) -> Desired {
+        Desired {
+            revision: "r".to_owned(),
+            mesh_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            listen_port: 51820,
+            routed: Vec::new(),
+            peers: Vec::new(),
+            audit_peers: Vec::new(),
+            sets: sets
+                .iter()
+                .map(|(name, net)| AddressSet {
+                    name: (*name).to_owned(),
+                    nets: vec![net.parse().unwrap()],
+                })
+                .collect(),
+            ingress,
+            egress: Vec::new(),
+        }
+    }
+
+    fn contents(desired: &Desired, ids: &mut Ids) -> Contents {
+        Contents::of(desired, &table(desired), ids).unwrap()
+    }
+
+    #[test]
+    fn a_one_rule_change_rewrites_only_what_it_changes() {
+        let sets = [
+            ("a", "10.0.1.0/24"),
+            ("b", "10.0.2.0/24"),
+            ("c", "10.0.3.0/24"),
+        ];
+        let before = desired(
+            &sets,
+            vec![
+                rule("p/a", Action::Allow, 0, 80),
+                rule("p/b", Action::Allow, 1, 80),
+                rule("p/c", Action::Allow, 2, 80),
+            ],
+        );
+        // A new first rule, for another set: every rule index shifts and
+        // the table numbers the classes afresh.
+        let mut after = before.clone();
+        after.sets.insert(
+            0,
+            AddressSet {
+                name: "new".to_owned(),
+                nets: vec!["10.0.9.0/24".parse().unwrap()],
+            },
+        );
+        for rule in &mut after.ingress {
+            if let Remote::Set(s) = &mut rule.remote {
+                *s += 1;
+            }
+        }
+        after.ingress.insert(0, rule("p/new", Action::Deny, 0, 22));
+        let mut ids = Ids::default();
+        let old = contents(&before, &mut ids);
+        let new = contents(&after, &mut ids);
+        let delta = delta(&old, &new);
+        // The new class's LPM entry, and its verdicts: TCP 22, TCP 80, the
+        // ports around them and the unnamed protocols, for each local class.
+        assert_eq!(delta.classes_set.len(), 1, "{delta:?}");
+        assert!(delta.classes_removed.is_empty() && delta.verdicts_removed.is_empty());
+        let class = new.classes[&(Side::Remote, "10.0.9.0/24".parse().unwrap())];
+        assert!(!old.class_ids(Side::Remote).contains(&class));
+        assert!(
+            !delta.verdicts_set.is_empty()
+                && delta.verdicts_set.iter().all(|(k, _)| k.remote == class),
+            "only the new class's entries: {delta:?}"
+        );
+        assert!(
+            delta.len() < old.verdicts.len() + old.classes.len(),
+            "{delta:?}"
+        );
+        // The same NodePolicy again: nothing to write.
+        assert!(super::delta(&new, &contents(&after, &mut ids)).is_empty());
+    }
+
+    #[test]
+    fn slots_list_the_rules_a_packet_counts_for() {
+        let mut log = rule("p/log", Action::Log, 0, 80);
+        log.traffic = None;
+        let mut audit = rule("q/would", Action::Deny, 0, 80);
+        audit.audit = true;
+        let d = desired(
+            &[("a", "10.0.1.0/24")],
+            vec![log, audit, rule("p/allow", Action::Allow, 0, 80)],
+        );
+        let mut ids = Ids::default();
+        let c = contents(&d, &mut ids);
+        let slots: BTreeSet<Vec<String>> = c
+            .slots()
+            .iter()
+            .map(|&s| ids.slots.key(s).unwrap().rules.clone())
+            .collect();
+        let list = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(
+            slots.contains(&list(&["p/log", "q/would", "p/allow"])),
+            "{slots:?}"
+        );
+        assert!(slots.contains(&list(&["p/log", DEFAULT_DENY])), "{slots:?}");
+        assert!(
+            slots.contains(&list(&[DEFAULT_DENY])),
+            "addresses in no set: {slots:?}"
+        );
+        assert!(c.slots().iter().all(|&s| s >= FIRST_VERDICT_SLOT));
+    }
+}
