@@ -102,6 +102,7 @@ fn every_rendering_is_valid_kubernetes() {
                 "agent": {
                     "wireguard": "kernel",
                     "enforcement": "audit",
+                    "backend": "ebpf",
                     "extProc": { "listen": "127.0.0.1:9901", "unmatchedRoute": "allow" }
                 },
                 "operator": { "replicas": 1, "leaderElect": false },
@@ -205,6 +206,76 @@ fn kernel_mode_has_no_daemon_and_audit_agents_get_audit_peers() {
     let operator = find(&docs, "Deployment", "meshguard-operator");
     let op = container(operator, "containers", "operator").unwrap();
     assert_eq!(env_value(op, "MESHGUARD_AUDIT_PEERS"), "false");
+}
+
+/// The eBPF backend gets exactly what it needs beyond iptables' (BPF,
+/// PERFMON, the node's bpffs) and the iptables backend none of it.
+#[test]
+fn the_ebpf_backend_adds_exactly_its_capabilities_and_the_bpffs() {
+    let agent_of = |backend: &str| {
+        let docs = render(&json!({ "agent": { "backend": backend } }));
+        let agent = find(&docs, "DaemonSet", "meshguard-agent").clone();
+        let main = container(&agent, "containers", "agent").unwrap().clone();
+        let capabilities: Vec<String> = main["securityContext"]["capabilities"]["add"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        let mounts: Vec<String> = main["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+            .collect();
+        let volumes: Vec<Value> = agent["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        (
+            env_value(&main, "MESHGUARD_BACKEND"),
+            capabilities,
+            mounts,
+            volumes,
+        )
+    };
+    let (backend, base, base_mounts, base_volumes) = agent_of("iptables");
+    assert_eq!(backend, "iptables");
+    assert_eq!(base, ["NET_ADMIN", "NET_RAW"]);
+    assert!(
+        !base_mounts.iter().any(|m| m.contains("bpf")),
+        "{base_mounts:?}"
+    );
+    for kind in ["ebpf", "auto"] {
+        let (backend, capabilities, mounts, volumes) = agent_of(kind);
+        assert_eq!(backend, kind);
+        assert_eq!(
+            capabilities,
+            ["NET_ADMIN", "NET_RAW", "BPF", "PERFMON"],
+            "{kind}"
+        );
+        let added: Vec<&String> = mounts.iter().filter(|m| !base_mounts.contains(m)).collect();
+        assert_eq!(added, ["/sys/fs/bpf"], "{kind}");
+        let new: Vec<&Value> = volumes
+            .iter()
+            .filter(|v| !base_volumes.contains(v))
+            .collect();
+        assert_eq!(new.len(), 1, "{kind}: {new:?}");
+        assert_eq!(new[0]["hostPath"]["path"], "/sys/fs/bpf");
+        assert_eq!(
+            new[0]["hostPath"]["type"], "Directory",
+            "the node's, never created empty"
+        );
+    }
+    // Not a value the agent knows: refused by the schema.
+    let output = chart(
+        "render",
+        &json!({ "agent": { "backend": "nftables" } }),
+        "meshguard",
+        "meshguard-system",
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("backend"));
 }
 
 #[test]

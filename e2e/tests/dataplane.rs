@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use meshguard_e2e::mesh::{
-    Mesh, Traffic,
+    Backend, Mesh, Traffic,
     Traffic::{Icmp, Tcp, Udp},
 };
 
@@ -41,8 +41,9 @@ const WARM: &[(&str, &str, Traffic)] =
 const APPLY: Duration = Duration::from_secs(20);
 
 /// A mesh with TIERS applied and echo servers everywhere.
-fn mesh(extra_agent_flags: &[&str]) -> Mesh {
+fn mesh(backend: Backend, extra_agent_flags: &[&str]) -> Mesh {
     let mut mesh = Mesh::new(NODES).expect("mesh");
+    mesh.use_backend(backend);
     let revisions = mesh.set_policies(TIERS).expect("compile");
     mesh.start_agents(extra_agent_flags).expect("agents");
     mesh.wait_applied(&revisions, APPLY).expect("applied");
@@ -89,9 +90,8 @@ fn assert_tiers(mesh: &Mesh) {
     );
 }
 
-#[test]
-fn policies_hold_for_real_traffic() {
-    let mesh = mesh(&[]);
+fn policies_hold_for_real_traffic(backend: Backend) {
+    let mesh = mesh(backend, &[]);
     assert_tiers(&mesh);
 
     // Peers: exactly who may talk; ops-1 is on no interface and has no peer.
@@ -121,7 +121,7 @@ fn policies_hold_for_real_traffic() {
     let status = mesh.status("db-1").unwrap();
     assert_eq!(
         (status.backend.as_deref(), status.peers),
-        (Some("iptables"), Some(1))
+        (Some(backend.name()), Some(1))
     );
 
     // Several resyncs have run by now (every second): nothing drifted, so
@@ -136,9 +136,8 @@ fn policies_hold_for_real_traffic() {
     }
 }
 
-#[test]
-fn a_policy_change_keeps_established_connections() {
-    let mesh = mesh(&[]);
+fn a_policy_change_keeps_established_connections(backend: Backend) {
+    let mesh = mesh(backend, &[]);
     let held = mesh.hold("app-1", "db-1", 5432, 6).unwrap();
     let changed = TIERS.replace(
         "  - { name: ping,",
@@ -162,21 +161,13 @@ fn a_policy_change_keeps_established_connections() {
     );
 }
 
-#[test]
-fn a_stopped_agent_leaves_enforcement_in_place_and_a_restart_changes_nothing() {
-    let mut mesh = mesh(&[]);
+fn a_stopped_agent_leaves_enforcement_in_place_and_a_restart_changes_nothing(backend: Backend) {
+    let mut mesh = mesh(backend, &[]);
     let held = mesh.hold("web-1", "app-1", 8080, 8).unwrap();
     let snapshot = |mesh: &Mesh, node: &str| {
-        let rules = mesh.exec(node, "iptables-save", &["-t", "filter"]).unwrap();
-        let rules: Vec<String> = rules
-            .lines()
-            .filter(|l| l.contains("MESHGUARD"))
-            .map(str::to_owned)
-            .collect();
         let mut peers = mesh.wg_peers(node);
         peers.sort();
-        let sets = mesh.exec(node, "ipset", &["list", "-n"]).unwrap();
-        (rules, peers, sets)
+        (mesh.filter_state(node).unwrap(), peers)
     };
     let before: Vec<_> = NODES.iter().map(|(n, _)| snapshot(&mesh, n)).collect();
     for (name, _) in NODES {
@@ -193,7 +184,7 @@ fn a_stopped_agent_leaves_enforcement_in_place_and_a_restart_changes_nothing() {
     let restarted: Vec<_> = NODES.iter().map(|(n, _)| snapshot(&mesh, n)).collect();
     assert_eq!(
         restarted, before,
-        "restarting the agents changed the rules, peers or sets"
+        "restarting the agents changed the filter or the peers"
     );
     assert_tiers(&mesh);
     let output = held.wait_with_output().unwrap();
@@ -204,9 +195,8 @@ fn a_stopped_agent_leaves_enforcement_in_place_and_a_restart_changes_nothing() {
     );
 }
 
-#[test]
-fn without_the_tunnel_daemon_nothing_leaves_in_cleartext() {
-    let mut mesh = mesh(&[]);
+fn without_the_tunnel_daemon_nothing_leaves_in_cleartext(backend: Backend) {
+    let mut mesh = mesh(backend, &[]);
     assert!(mesh.passes("web-1", "app-1", Tcp(8080)));
     let before = mesh.cleartext_packets();
     mesh.stop_daemon("web-1");
@@ -249,34 +239,10 @@ fn without_the_tunnel_daemon_nothing_leaves_in_cleartext() {
     );
 }
 
-#[test]
-fn a_resync_repairs_drift() {
-    let mesh = mesh(&[]);
+fn a_resync_repairs_drift(backend: Backend) {
+    let mesh = mesh(backend, &[]);
     let app_key = mesh.public_key("app-1").unwrap();
-    let set = mesh
-        .exec("db-1", "ipset", &["list", "-n"])
-        .unwrap()
-        .lines()
-        .find(|s| s.starts_with("mg4-s-"))
-        .unwrap()
-        .to_owned();
-    mesh.exec("db-1", "iptables", &["-w", "-F", "MESHGUARD-IN"])
-        .unwrap();
-    mesh.exec(
-        "db-1",
-        "iptables",
-        &[
-            "-w",
-            "-D",
-            "OUTPUT",
-            "-o",
-            "meshguard0",
-            "-j",
-            "MESHGUARD-OUT",
-        ],
-    )
-    .unwrap();
-    mesh.exec("db-1", "ipset", &["flush", &set]).unwrap();
+    let mut kinds = mesh.break_filter("db-1").unwrap();
     mesh.exec(
         "db-1",
         "wg",
@@ -298,6 +264,7 @@ fn a_resync_repairs_drift() {
         ],
     )
     .unwrap();
+    kinds.extend(["peers", "routes"]);
     let started = std::time::Instant::now();
     loop {
         let metrics = mesh.metrics("db-1");
@@ -308,10 +275,7 @@ fn a_resync_repairs_drift() {
                 )) && !l.ends_with(" 0")
             })
         };
-        if ["rules", "hooks", "sets", "peers", "routes"]
-            .iter()
-            .all(|k| repaired(k))
-        {
+        if kinds.iter().all(|k| repaired(k)) {
             break;
         }
         assert!(
@@ -321,39 +285,40 @@ fn a_resync_repairs_drift() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(mesh.wg_peers("db-1").contains(&app_key));
-    let rules = mesh
-        .exec("db-1", "iptables", &["-w", "-S", "MESHGUARD-IN"])
-        .unwrap();
-    assert!(
-        rules.contains("tiers/app-to-db") && rules.contains("meshguard:default-deny"),
-        "{rules}"
-    );
-    assert!(
-        mesh.exec(
-            "db-1",
-            "iptables",
-            &[
-                "-w",
-                "-C",
-                "OUTPUT",
-                "-o",
-                "meshguard0",
-                "-j",
-                "MESHGUARD-OUT"
-            ]
-        )
-        .is_ok(),
-        "the jump into MESHGUARD-OUT is back"
-    );
+    if backend == Backend::Iptables {
+        let rules = mesh
+            .exec("db-1", "iptables", &["-w", "-S", "MESHGUARD-IN"])
+            .unwrap();
+        assert!(
+            rules.contains("tiers/app-to-db") && rules.contains("meshguard:default-deny"),
+            "{rules}"
+        );
+        assert!(
+            mesh.exec(
+                "db-1",
+                "iptables",
+                &[
+                    "-w",
+                    "-C",
+                    "OUTPUT",
+                    "-o",
+                    "meshguard0",
+                    "-j",
+                    "MESHGUARD-OUT"
+                ]
+            )
+            .is_ok(),
+            "the jump into MESHGUARD-OUT is back"
+        );
+    }
     // app-1 still holds the session db-1 forgot with the removed peer; db-1's
     // agent starts a new handshake right away (else: 15 s of silence).
     mesh.warm_up(WARM, APPLY).unwrap();
     assert_tiers(&mesh);
 }
 
-#[test]
-fn a_corrupt_or_foreign_state_is_refused_and_the_previous_stays() {
-    let mesh = mesh(&[]);
+fn a_corrupt_or_foreign_state_is_refused_and_the_previous_stays(backend: Backend) {
+    let mesh = mesh(backend, &[]);
     let good = std::fs::read_to_string(mesh.state_file("db-1")).unwrap();
     let revision = mesh.revisions().unwrap()["db-1"].clone();
     let refused = |reason: &str| {
@@ -415,13 +380,17 @@ fn a_corrupt_or_foreign_state_is_refused_and_the_previous_stays() {
     }
 }
 
-#[test]
-fn teardown_removes_everything_the_agent_made() {
-    let mut mesh = mesh(&[]);
+fn teardown_removes_everything_the_agent_made(backend: Backend) {
+    let mut mesh = mesh(backend, &[]);
     mesh.stop_agent("db-1").unwrap();
+    assert!(
+        !mesh.filter_leftovers("db-1").is_empty(),
+        "enforcing before"
+    );
     let agent = mesh.agent_bin().display().to_string();
     mesh.exec("db-1", &agent, &["teardown", "--wireguard", "uapi"])
         .unwrap();
+    assert_eq!(mesh.filter_leftovers("db-1"), Vec::<String>::new());
     assert!(
         mesh.exec("db-1", "iptables", &["-w", "-S", "MESHGUARD-IN"])
             .is_err(),
@@ -450,3 +419,13 @@ fn teardown_removes_everything_the_agent_made() {
     );
     assert!(mesh.wg_peers("db-1").is_empty(), "peers gone");
 }
+
+meshguard_e2e::for_each_backend!(
+    policies_hold_for_real_traffic,
+    a_policy_change_keeps_established_connections,
+    a_stopped_agent_leaves_enforcement_in_place_and_a_restart_changes_nothing,
+    without_the_tunnel_daemon_nothing_leaves_in_cleartext,
+    a_resync_repairs_drift,
+    a_corrupt_or_foreign_state_is_refused_and_the_previous_stays,
+    teardown_removes_everything_the_agent_made,
+);

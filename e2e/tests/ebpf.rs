@@ -330,6 +330,7 @@ fn spec(revision: &str, extra_sets: Value, extra: Value) -> Value {
         // Neighbour discovery on the veth (a WireGuard device has none):
         // solicitations to multicast, answers to the client.
         json!({ "name": "nd", "cidrs": ["fe80::/10", "ff02::/16"] }),
+        json!({ "name": "client6", "addresses": ["fd77::2"] }),
     ];
     sets.extend(extra_sets.as_array().unwrap().iter().cloned());
     let mut ingress = vec![
@@ -352,7 +353,7 @@ fn spec(revision: &str, extra_sets: Value, extra: Value) -> Value {
         "ingress": ingress,
         "egress": [
             { "id": "t/nd", "action": "Allow", "set": "nd", "ports": [{ "protocol": "ICMP" }] },
-            { "id": "t/nd-client", "action": "Allow", "set": "client", "ports": [{ "protocol": "ICMP" }] },
+            { "id": "t/nd-client", "action": "Allow", "set": "client6", "ports": [{ "protocol": "ICMP" }] },
         ],
     })
 }
@@ -390,6 +391,9 @@ fn tc_programs_decide_by_class_protocol_port_and_flow() {
     // ICMP and ICMPv6 allowed for the class.
     assert!(pair.pings(&client, "10.77.0.1"));
     assert!(pair.pings(&client, "fd77::1"));
+    // The client's echo flow carries no echo the server asks for: no
+    // egress rule allows ICMP to 10.77.0.2.
+    assert!(!pair.pings(&server, "10.77.0.2"));
     // An address in no set: dropped even to the allowed port.
     assert!(!pair.connects(&client, "10.77.0.3", "10.77.0.1", 5000));
     // An address the node does not own: dropped, whatever the rules.

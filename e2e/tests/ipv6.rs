@@ -1,5 +1,5 @@
 //! An IPv6 mesh: mesh IPs from an IPv6 CIDR, the same tiers as the IPv4
-//! dataplane test, enforced by the ip6tables half of the backend. TCP, UDP
+//! dataplane test, enforced by either backend (iptables: its ip6tables half). TCP, UDP
 //! and ICMPv6 through real sockets. Needs root.
 //!
 //! SCTP is rendered and matched by the kernel here (xt_sctp and conntrack's
@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use meshguard_e2e::mesh::{
-    Mesh,
+    Backend, Mesh,
     Traffic::{Icmp, Tcp, Udp},
 };
 
@@ -33,9 +33,9 @@ spec:
 
 const MESH: &str = "fd5a:6d67::/112";
 
-#[test]
-fn an_ipv6_mesh_is_enforced_by_ip6tables() {
+fn an_ipv6_mesh_is_enforced(backend: Backend) {
     let mut mesh = Mesh::new(NODES).unwrap();
+    mesh.use_backend(backend);
     let revisions = mesh
         .set_policies_with(TIERS, &["--mesh-cidr", MESH])
         .unwrap();
@@ -74,24 +74,30 @@ fn an_ipv6_mesh_is_enforced_by_ip6tables() {
     assert!(!mesh.ping("app-1", "db-1"), "ICMP is not allowed app -> db");
     assert!(!mesh.tcp("web-1", "db-1", 5432), "web -> db");
 
-    let rules = mesh
-        .exec("db-1", "ip6tables", &["-w", "-S", "MESHGUARD-IN"])
-        .unwrap();
-    assert!(
-        rules.contains("tiers/app-to-db") && rules.contains("-p udp"),
-        "{rules}"
-    );
+    if backend == Backend::Iptables {
+        let rules = mesh
+            .exec("db-1", "ip6tables", &["-w", "-S", "MESHGUARD-IN"])
+            .unwrap();
+        assert!(
+            rules.contains("tiers/app-to-db") && rules.contains("-p udp"),
+            "{rules}"
+        );
+    }
     let metrics = mesh.metrics("db-1");
     assert!(
         metrics.lines().any(|l| l.starts_with("meshguard_rule_packets_total{policy=\"tiers\",rule=\"app-to-db\",direction=\"ingress\"}") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    // On an IPv6 mesh the IPv4 chains hold no policy rules: only the ones
-    // that drop everything. The status counts the IPv6 rules alone.
-    let v4 = mesh
-        .exec("db-1", "iptables", &["-w", "-S", "MESHGUARD-IN"])
-        .unwrap();
-    assert!(!v4.contains("tiers/"), "{v4}");
-    let status = mesh.status("db-1").unwrap();
-    assert_eq!(status.rules, Some(2), "{status:?}");
+    if backend == Backend::Iptables {
+        // On an IPv6 mesh the IPv4 chains hold no policy rules: only the ones
+        // that drop everything. The status counts the IPv6 rules alone.
+        let v4 = mesh
+            .exec("db-1", "iptables", &["-w", "-S", "MESHGUARD-IN"])
+            .unwrap();
+        assert!(!v4.contains("tiers/"), "{v4}");
+        let status = mesh.status("db-1").unwrap();
+        assert_eq!(status.rules, Some(2), "{status:?}");
+    }
 }
+
+meshguard_e2e::for_each_backend!(an_ipv6_mesh_is_enforced,);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use meshguard_e2e::{
     matrix::{all_pairs, label, measure},
-    mesh::{Mesh, Traffic},
+    mesh::{Backend, Mesh, Traffic},
 };
 
 /// xorshift64*: small, seedable, and plenty for picking policies.
@@ -102,8 +102,7 @@ fn policies(rng: &mut Rng) -> String {
     text
 }
 
-#[test]
-fn random_policy_sets_are_enforced_as_predicted() {
+fn random_policy_sets_are_enforced_as_predicted(backend: Backend) {
     let seed = std::env::var("MESHGUARD_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -119,6 +118,7 @@ fn random_policy_sets_are_enforced_as_predicted() {
     eprintln!("soak seed {seed} (MESHGUARD_SOAK_SEED={seed} replays it), {rounds} rounds");
     let mut rng = Rng(seed);
     let mut mesh = Mesh::new(&NODES).unwrap();
+    mesh.use_backend(backend);
     let names: Vec<String> = NODES.iter().map(|(n, _)| (*n).to_owned()).collect();
     for name in &names {
         mesh.serve(name, &PORTS, &[]).unwrap();
@@ -164,3 +164,5 @@ fn random_policy_sets_are_enforced_as_predicted() {
     }
     eprintln!("{checked} cells over {rounds} random policy sets: prediction equals measurement");
 }
+
+meshguard_e2e::for_each_backend!(random_policy_sets_are_enforced_as_predicted,);

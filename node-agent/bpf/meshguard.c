@@ -55,6 +55,12 @@
 #define SLOT_NOT_OURS_INGRESS 0
 #define SLOT_NOT_OURS_EGRESS 1
 
+// What a flow key holds in its remote port for ICMP (its identifier, for
+// an echo, in the local port).
+#define ICMP_ASKED_HERE 1
+#define ICMP_ASKED_THERE 2
+#define ICMP_OTHER 0x100
+
 // Maps live under the agent's bpffs directory, so that a restarted agent
 // finds the tables the attached programs read and goes on from them.
 #define PINNED __uint(pinning, LIBBPF_PIN_BY_NAME)
@@ -256,8 +262,28 @@ static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct f
 		// ports[0] is the source, ports[1] the destination.
 		flow->local_port = direction == DIRECTION_INGRESS ? ports[1] : ports[0];
 		flow->remote_port = direction == DIRECTION_INGRESS ? ports[0] : ports[1];
+	} else if (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6) {
+		// type, code, checksum, and for echo the identifier.
+		__u8 icmp[6];
+		__u8 request = protocol == IPPROTO_ICMP ? 8 : 128;
+		__u8 reply = protocol == IPPROTO_ICMP ? 0 : 129;
+
+		if (bpf_skb_load_bytes_relative(skb, l4, icmp, sizeof(icmp), BPF_HDR_START_NET))
+			return -1;
+		if (icmp[0] == request || icmp[0] == reply) {
+			// An echo is a flow of its own, as conntrack tracks it: by
+			// identifier, and by which side asked, so that a ping this
+			// node sends never rides on a flow of pings it answered.
+			int asked_here = (icmp[0] == request) == (direction == DIRECTION_EGRESS);
+
+			__builtin_memcpy(&flow->local_port, &icmp[4], 2);
+			flow->remote_port = asked_here ? ICMP_ASKED_HERE : ICMP_ASKED_THERE;
+		} else {
+			// Any other message: a flow per type.
+			flow->remote_port = ICMP_OTHER | icmp[0];
+		}
 	}
-	// Other protocols have no ports: they match the rules for all traffic.
+	// ICMP has no ports: it matches the rules for all its ports.
 	return 0;
 }
 

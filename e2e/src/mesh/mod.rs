@@ -7,10 +7,12 @@
 //!  mod.rs (topology, cleanup) ◀── processes (boringtun, agents, servers, logs)
 //!                             ◀── inputs (members, policies compiled by the CLI, status)
 //!                             ◀── probing (flows sent from inside nodes) ──▶ crate::probe
+//!                             ◀── filter (the backend the agents run, read and broken)
 //! ```
 //!
 //! `crate::matrix` builds on this module; nothing here depends on it.
 
+mod filter;
 mod inputs;
 mod probing;
 mod processes;
@@ -25,7 +27,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-pub use self::probing::PASS_WITHIN;
+pub use self::{filter::Backend, probing::PASS_WITHIN};
 use crate::netns::{self, Namespaces, host};
 pub use crate::probe::Traffic;
 
@@ -78,6 +80,8 @@ pub struct Mesh {
     /// Mesh IPs from the last compile: tests overwrite state files with junk.
     mesh_ips: RefCell<BTreeMap<String, String>>,
     daemon_threads: Option<u16>,
+    /// `--backend` of the agents started.
+    backend: Backend,
 }
 
 impl Mesh {
@@ -113,6 +117,7 @@ impl Mesh {
             daemon_bin: program("boringtun-cli")?,
             mesh_ips: Default::default(),
             daemon_threads,
+            backend: Backend::default(),
         };
         // From here on, Drop cleans up whatever was made.
         netns::private_mount_dir(&mesh.mounts)?;

@@ -91,6 +91,9 @@ impl Mesh {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !extra.contains(&"--backend") {
+            args.extend(["--backend".to_owned(), self.backend.name().to_owned()]);
+        }
         // Tests want drift found fast; `extra` may choose otherwise.
         if !extra.contains(&"--resync-interval") {
             args.extend(["--resync-interval".to_owned(), "1s".to_owned()]);
