@@ -420,6 +420,66 @@ fn teardown_removes_everything_the_agent_made(backend: Backend) {
     assert!(mesh.wg_peers("db-1").is_empty(), "peers gone");
 }
 
+/// `--backend auto` where the eBPF programs cannot load (here: no usable
+/// bpffs) enforces with iptables and says so in the status, the log and
+/// the metric; `--backend ebpf` there exits naming the cause.
+#[test]
+fn auto_falls_back_to_iptables_and_says_why() {
+    let mut mesh = Mesh::new(NODES).expect("mesh");
+    let revisions = mesh.set_policies(TIERS).unwrap();
+    mesh.start_agents(&["--backend", "auto", "--bpffs", "/dev/null/bpf"])
+        .unwrap();
+    mesh.wait_applied(&revisions, APPLY).unwrap();
+    for (name, _) in NODES {
+        mesh.serve(name, &[22, 5432, 8080], &[5353]).unwrap();
+    }
+    mesh.warm_up(WARM, APPLY).unwrap();
+    assert_tiers(&mesh);
+    let status = mesh.status("db-1").unwrap();
+    assert_eq!(status.backend.as_deref(), Some("iptables"));
+    let fallback = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "BackendFallback")
+        .expect("a BackendFallback condition");
+    assert_eq!(
+        (fallback.status.as_str(), fallback.reason.as_str()),
+        ("True", "EbpfUnavailable")
+    );
+    assert!(
+        fallback.message.contains("/dev/null/bpf"),
+        "{}",
+        fallback.message
+    );
+    assert!(
+        mesh.agent_log("db-1")
+            .contains("--backend auto: iptables enforces")
+    );
+    let metrics = mesh.metrics("db-1");
+    assert!(
+        metrics.contains(
+            "meshguard_agent_backend{backend=\"iptables\",requested=\"auto\",fallback=\"true\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    mesh.stop_agent("web-1").unwrap();
+    mesh.start_agent("web-1", &["--backend", "ebpf", "--bpffs", "/dev/null/bpf"])
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !mesh
+        .agent_log("web-1")
+        .contains("--backend ebpf: mounting the BPF filesystem")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            mesh.agent_log("web-1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 meshguard_e2e::for_each_backend!(
     policies_hold_for_real_traffic,
     a_policy_change_keeps_established_connections,

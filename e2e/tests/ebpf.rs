@@ -231,12 +231,27 @@ struct Driver {
 
 impl Driver {
     fn start(pair: &Pair) -> Driver {
-        let mut child = pair
-            .command(&pair.server, &binary("bpf-attach").unwrap())
+        Driver::try_start(pair, &[]).unwrap()
+    }
+
+    /// Started behind `wrapper` (a command line that runs the rest); the
+    /// driver's standard error when it did not start.
+    fn try_start(pair: &Pair, wrapper: &[&str]) -> Result<Driver, String> {
+        let program = binary("bpf-attach").unwrap();
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = pair.command(&pair.server, std::path::Path::new(first));
+                command.args(rest).arg(&program);
+                command
+            }
+            None => pair.command(&pair.server, &program),
+        };
+        let mut child = command
             .arg(&pair.link)
             .arg(&pair.bpffs)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdin = child.stdin.take();
@@ -249,8 +264,13 @@ impl Driver {
             applies: 0,
         };
         std::fs::create_dir_all(&driver.dir).unwrap();
-        assert_eq!(driver.line(), "started");
-        driver
+        if driver.line() != "started" {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut driver.child.stderr.take().unwrap(), &mut stderr)
+                .unwrap();
+            return Err(stderr);
+        }
+        Ok(driver)
     }
 
     fn line(&mut self) -> String {
@@ -559,4 +579,34 @@ fn pinned_programs_outlive_the_driver_and_a_new_one_takes_over() {
     assert!(held.wait_with_output().unwrap().status.success());
     second.teardown();
     assert!(pair.connects(&client, "10.77.0.2", "10.77.0.1", 5000));
+}
+
+/// What the chart grants an eBPF agent (NET_ADMIN, NET_RAW and BPF, the
+/// node's bpffs mounted; crds/tests/chart.rs) is enough: loaded, attached,
+/// enforcing, torn down. Without BPF, loading fails and says so.
+#[test]
+fn the_charts_capabilities_are_enough_and_bpf_is_needed() {
+    let pair = prepared();
+    let client = pair.client.clone();
+    // The chart mounts the node's bpffs; without CAP_SYS_ADMIN the agent
+    // could not mount one itself.
+    std::fs::create_dir_all(&pair.bpffs).unwrap();
+    host(
+        "mount",
+        &["-t", "bpf", "bpf", &pair.bpffs.display().to_string()],
+    )
+    .unwrap();
+    let chart = "-all,+net_admin,+net_raw,+bpf";
+    let mut driver = Driver::try_start(&pair, &["setpriv", "--bounding-set", chart, "--"]).unwrap();
+    driver.apply(&spec("r1", json!([]), json!([])));
+    assert!(pair.connects(&client, "10.77.0.2", "10.77.0.1", 5000));
+    assert!(!pair.connects(&client, "10.77.0.2", "10.77.0.1", 5001));
+    driver.teardown();
+    drop(driver);
+
+    let without_bpf = "-all,+net_admin,+net_raw";
+    let refused = Driver::try_start(&pair, &["setpriv", "--bounding-set", without_bpf, "--"])
+        .err()
+        .expect("loaded without CAP_BPF");
+    assert!(refused.contains("loading the eBPF object"), "{refused}");
 }

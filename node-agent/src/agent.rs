@@ -81,7 +81,7 @@ fn backend(
         BackendKind::Ebpf => match ebpf() {
             Ok(backend) => (Box::new(backend), None),
             Err(e) => anyhow::bail!(
-                "--backend ebpf: {e} (eBPF needs a kernel with BTF, CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON or root; --backend auto falls back to iptables)"
+                "--backend ebpf: {e} (eBPF needs a kernel with BTF, CAP_BPF and CAP_NET_ADMIN, and a bpffs at --bpffs or CAP_SYS_ADMIN to mount one; --backend auto falls back to iptables)"
             ),
         },
         BackendKind::Auto => match ebpf() {
