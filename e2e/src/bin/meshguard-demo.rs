@@ -27,7 +27,7 @@ use meshguard_e2e::{
     l7::EXT_PROC,
     l7_demo, manifests,
     matrix::{self, all_pairs, measure, traffic_of},
-    mesh::{Cleaner, Mesh},
+    mesh::{Backend, Cleaner, Mesh},
 };
 use serde_json::Value;
 
@@ -49,6 +49,9 @@ struct Args {
     /// The PolicyChain (`<namespace>/<name>`) of the L7 section.
     #[arg(long, default_value = "shop/orders-api")]
     chain: String,
+    /// The agents' packet filter (`DEMO_BACKEND=ebpf make demo`).
+    #[arg(long, env = "DEMO_BACKEND", default_value = "iptables", value_parser = ["iptables", "ebpf"])]
+    backend: String,
 }
 
 fn main() -> ExitCode {
@@ -137,10 +140,15 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
             args.examples.display()
         );
     }
+    let backend = match args.backend.as_str() {
+        "ebpf" => Backend::Ebpf,
+        _ => Backend::Iptables,
+    };
     println!(
-        "meshguard demo: {} members from {}, each in its own network namespace",
+        "meshguard demo: {} members from {}, each in its own network namespace, enforced by the {} backend",
         names.len(),
-        args.examples.display()
+        args.examples.display(),
+        backend.name()
     );
     let started = Instant::now();
     let labels: Vec<Vec<(&str, &str)>> = members
@@ -153,6 +161,7 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         .map(|((n, _), l)| (n.as_str(), l.as_slice()))
         .collect();
     let mut mesh = Mesh::new(&nodes)?;
+    mesh.use_backend(backend);
     if let Ok(mut slot) = cleaner.lock() {
         *slot = Some(mesh.cleaner());
     }
