@@ -40,11 +40,12 @@ manifests: deps-python crds ## Regenerate the CRDs and deploy/meshguard.yaml (th
 	  $(MESHGUARD_VENV)/bin/python scripts/chart.py render; } > deploy/meshguard.yaml.tmp
 	@mv deploy/meshguard.yaml.tmp deploy/meshguard.yaml
 
-bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), the agent's dataplane and L7 through Envoy (root); docs/benchmarks.md
+bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), the agent's dataplane on both backends and L7 through Envoy (root); docs/benchmarks.md
 	$(CARGO) bench -p meshguard-policy --bench compile
 	$(CARGO) bench -p meshguard-policy --bench chain
 	$(CARGO) run --release -q -p meshguard-policy --example compile_scale
 	$(CARGO) run --release -q -p meshguard-operator --example operator_scale
+	$(CARGO) run --release -q -p meshguard-e2e --example ebpf_tables
 	$(CARGO) build --release -q -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins
 	$(CARGO_TARGET)/release/dataplane-bench
 	$(CARGO_TARGET)/release/l7-bench

@@ -610,3 +610,44 @@ fn the_charts_capabilities_are_enough_and_bpf_is_needed() {
         .expect("loaded without CAP_BPF");
     assert!(refused.contains("loading the eBPF object"), "{refused}");
 }
+
+/// An ICMP error about an allowed flow passes with it, as conntrack's
+/// RELATED: a datagram to a UDP port the rules allow but nothing listens
+/// on is answered by a port unreachable the egress rules alone would drop
+/// (no egress rule allows ICMP to 10.77.0.2), and the client learns of it
+/// at once instead of waiting out its timeout.
+#[test]
+fn icmp_errors_about_an_allowed_flow_pass_with_it() {
+    let pair = prepared();
+    let mut driver = Driver::start(&pair);
+    driver.apply(&spec(
+        "r1",
+        json!([]),
+        json!([{ "id": "t/udp", "action": "Allow", "set": "client", "ports": [{ "protocol": "UDP", "port": 7000 }] }]),
+    ));
+    let probe = |port: u16| {
+        let script = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('10.77.0.2', 0))\ns.connect(('10.77.0.1', {port}))\ns.settimeout(2)\ns.send(b'x')\ntry:\n    s.recv(10)\n    print('answered')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')\n"
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &pair.client, "python3", "-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Allowed, nothing listening: the port unreachable comes back.
+    assert_eq!(probe(7000), "refused");
+    // Not allowed: the datagram is dropped, so is any answer.
+    assert_eq!(probe(7001), "timeout");
+    // No ICMP flow was made for the error: another unreachable, for a flow
+    // nothing allowed, would still be dropped.
+    let counters = driver.counters();
+    assert!(
+        counters
+            .get(&("egress".to_owned(), "meshguard:default-deny".to_owned()))
+            .copied()
+            .unwrap_or(0)
+            == 0,
+        "the error was let through by its flow, not decided as ICMP: {counters:?}"
+    );
+}

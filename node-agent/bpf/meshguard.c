@@ -207,8 +207,9 @@ struct {
 } counters SEC(".maps");
 
 // Reads the packet's addresses, protocol and ports into `flow`, from this
-// node's side; returns 0, or -1 for a packet that cannot be decided.
-static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct flow_key *flow)
+// node's side; returns 0, or -1 for a packet that cannot be decided. For an
+// ICMP error, `*inner` is where the packet it is about starts.
+static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct flow_key *flow, __u32 *inner)
 {
 	__u32 l4 = 0;
 	__u8 protocol = 0;
@@ -281,9 +282,54 @@ static __always_inline int parse(struct __sk_buff *skb, __u8 direction, struct f
 		} else {
 			// Any other message: a flow per type.
 			flow->remote_port = ICMP_OTHER | icmp[0];
+			if (protocol == IPPROTO_ICMP ? (icmp[0] == 3 || icmp[0] == 11 || icmp[0] == 12)
+						     : (icmp[0] >= 1 && icmp[0] <= 4))
+				*inner = l4 + 8;
 		}
 	}
 	// ICMP has no ports: it matches the rules for all its ports.
+	return 0;
+}
+
+// The flow an ICMP error at `at` is about, into `flow`: the packet quoted
+// there went from this node (an error arriving) or to it (an error it
+// sends). Returns 0, or -1 when the quoted packet has no ports to tell its
+// flow by.
+static __always_inline int quoted_flow(struct __sk_buff *skb, __u8 direction, __u32 at, __u8 family, struct flow_key *flow)
+{
+	__u16 ports[2];
+	__u8 protocol;
+	__u32 l4;
+	// The quoted packet's source is ours when the error arrives.
+	int ours_first = direction == DIRECTION_INGRESS;
+
+	if (family == 4) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes_relative(skb, at, &ip, sizeof(ip), BPF_HDR_START_NET))
+			return -1;
+		__builtin_memcpy(flow->local, ours_first ? (void *)&ip.saddr : (void *)&ip.daddr, 4);
+		__builtin_memcpy(flow->remote, ours_first ? (void *)&ip.daddr : (void *)&ip.saddr, 4);
+		protocol = ip.protocol;
+		l4 = at + ip.ihl * 4;
+	} else {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes_relative(skb, at, &ip6, sizeof(ip6), BPF_HDR_START_NET))
+			return -1;
+		__builtin_memcpy(flow->local, ours_first ? (void *)&ip6.saddr : (void *)&ip6.daddr, 16);
+		__builtin_memcpy(flow->remote, ours_first ? (void *)&ip6.daddr : (void *)&ip6.saddr, 16);
+		protocol = ip6.nexthdr;
+		l4 = at + sizeof(ip6);
+	}
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_SCTP)
+		return -1;
+	if (bpf_skb_load_bytes_relative(skb, l4, ports, sizeof(ports), BPF_HDR_START_NET))
+		return -1;
+	flow->local_port = ours_first ? ports[0] : ports[1];
+	flow->remote_port = ours_first ? ports[1] : ports[0];
+	flow->protocol = protocol;
+	flow->family = family;
 	return 0;
 }
 
@@ -347,6 +393,7 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 direction)
 	struct flow_key key = {};
 	struct flow *known;
 	struct settings *now;
+	__u32 inner = 0;
 	__u32 zero = 0;
 	__u32 *live;
 	__u32 verdict;
@@ -364,10 +411,22 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 direction)
 	// Before the first revision: nothing is allowed yet.
 	if (!now || now->revision == 0)
 		return TC_ACT_SHOT;
-	if (parse(skb, direction, &key))
+	if (parse(skb, direction, &key, &inner))
 		return now->audit ? TC_ACT_OK : TC_ACT_SHOT;
 
 	known = bpf_map_lookup_elem(&flows, &key);
+	if (!known && inner) {
+		// An ICMP error about a flow allowed now passes with it, as
+		// conntrack's RELATED does (a port unreachable, a packet too big).
+		struct flow_key quoted = {};
+
+		if (!quoted_flow(skb, direction, inner, key.family, &quoted)) {
+			struct flow *about = bpf_map_lookup_elem(&flows, &quoted);
+
+			if (about && about->revision == now->revision)
+				return TC_ACT_OK;
+		}
+	}
 	if (known) {
 		if (known->revision == now->revision || now->audit)
 			return TC_ACT_OK;

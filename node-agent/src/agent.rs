@@ -299,7 +299,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                             metrics.rules.set(report.rules as i64);
                             tracing::info!(
                                 %revision, peers = report.peers, added = report.peers_added, removed = report.peers_removed,
-                                rules = report.rules, sets_written = report.changes.sets_written, rules_edited = report.changes.rules_edited,
+                                rules = report.rules, sets_written = report.changes.sets_written, rules_edited = report.changes.rules_edited, entries_written = report.changes.entries_written,
                                 seconds = started.elapsed().as_secs_f64(), "applied"
                             );
                             tracing::debug!(%revision, steps = ?report.steps, "apply steps");

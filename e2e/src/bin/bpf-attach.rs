@@ -3,15 +3,18 @@
 //! driven line by line from standard input.
 //!
 //! ```text
-//! bpf-attach IFACE BPFFS
+//! bpf-attach IFACE BPFFS [COMMAND]
 //!   apply SPEC.json   -> "applied ENTRIES" (map entries written) | "error ..."
+//!   attach            -> "attached" (the programs on the interface again,
+//!                        reading the pinned maps as they are)
 //!   counters          -> "counter DIRECTION ID PACKETS BYTES"... then "end"
 //!   flows             -> "flows N" (flows the programs let through)
 //!   teardown          -> "done" (programs detached, pins removed)
 //! ```
 //!
-//! At the end of its input it exits without tearing down: the pinned
-//! programs keep enforcing, as after an agent restart.
+//! With a COMMAND on the command line it runs that one and exits. At the
+//! end of its input it exits without tearing down: the pinned programs
+//! keep enforcing, as after an agent restart.
 
 use std::io::{BufRead, Write};
 
@@ -37,7 +40,13 @@ fn main() -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "started")?;
     out.flush()?;
-    for line in std::io::stdin().lock().lines() {
+    let given: Vec<String> = args.collect();
+    let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if given.is_empty() {
+        Box::new(std::io::stdin().lock().lines())
+    } else {
+        Box::new(std::iter::once(Ok(given.join(" "))))
+    };
+    for line in lines {
         let line = line?;
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
@@ -57,6 +66,10 @@ fn main() -> anyhow::Result<()> {
                 writeln!(out, "end")?;
             }
             (Some("flows"), None) => writeln!(out, "flows {}", backend.flows()?)?,
+            (Some("attach"), None) => {
+                backend.attach()?;
+                writeln!(out, "attached")?;
+            }
             (Some("teardown"), None) => {
                 backend.teardown()?;
                 writeln!(out, "done")?;

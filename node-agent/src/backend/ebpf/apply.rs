@@ -13,7 +13,7 @@
 //! before the switch leaves the live generation as it was.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
 };
 
@@ -104,8 +104,11 @@ impl Ebpf {
         // A previous agent's live generation stays untouched until ours
         // replaces it; what either generation holds is unknown to us.
         self.live = (revisions[usize::from(live)] != 0).then_some(live);
-        // Slot numbers mean nothing to this agent yet.
-        programs.zero(0..SLOTS)?;
+        // Counters a previous agent's slots counted mean nothing to this
+        // one (fresh maps start at zero).
+        if self.revision != 0 {
+            programs.zero(0..SLOTS)?;
+        }
         self.programs = Some(programs);
         Ok(())
     }
@@ -166,20 +169,26 @@ impl Ebpf {
             // may be in use there.
             return Ok(());
         };
-        let slots: BTreeSet<u32> = a.slots().union(&b.slots()).copied().collect();
-        let remote: BTreeSet<u32> = a
-            .class_ids(Side::Remote)
-            .union(&b.class_ids(Side::Remote))
-            .copied()
-            .collect();
-        let local: BTreeSet<u32> = a
-            .class_ids(Side::Local)
-            .union(&b.class_ids(Side::Local))
-            .copied()
-            .collect();
-        self.ids.remote.release(|id| remote.contains(&id));
-        self.ids.local.release(|id| local.contains(&id));
-        let released = self.ids.slots.release(|id| slots.contains(&id));
+        let both = |x: Vec<u32>, y: Vec<u32>| -> Vec<u32> {
+            let mut all = x;
+            all.extend(y);
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
+        let slots = both(a.slots(), b.slots());
+        let remote = both(a.class_ids(Side::Remote), b.class_ids(Side::Remote));
+        let local = both(a.class_ids(Side::Local), b.class_ids(Side::Local));
+        self.ids
+            .remote
+            .release(|id| remote.binary_search(&id).is_ok());
+        self.ids
+            .local
+            .release(|id| local.binary_search(&id).is_ok());
+        let released = self
+            .ids
+            .slots
+            .release(|id| slots.binary_search(&id).is_ok());
         if released.is_empty() {
             return Ok(());
         }
@@ -252,8 +261,9 @@ impl Ebpf {
         }
     }
 
-    /// Attaches the programs again (a new link where the old one is gone).
-    pub(super) fn reattach(&mut self) -> Result<(), EbpfError> {
+    /// Attaches the programs (again: a new link where the pinned one no
+    /// longer holds the interface), reading the maps as they are.
+    pub fn attach(&mut self) -> Result<(), EbpfError> {
         let programs = self.programs.as_mut().ok_or(EbpfError::NotStarted)?;
         Ok(programs.attach(&self.interface)?)
     }

@@ -59,17 +59,37 @@ pub fn classes(sets: &[&[IpNet]], used: &BTreeSet<usize>, roots: &[IpNet]) -> Cl
             );
         }
     }
+    // The sets that list each network, and the prefix lengths listed per
+    // family: the sets containing a prefix are those listing one of its
+    // supernets, found by lookup at those lengths (not by testing every
+    // network of every set against every prefix).
+    let mut listing: BTreeMap<IpNet, BTreeSet<usize>> = BTreeMap::new();
+    for &s in used {
+        for net in sets.get(s).copied().unwrap_or_default() {
+            listing.entry(net.trunc()).or_default().insert(s);
+        }
+    }
+    let lengths: BTreeSet<(bool, u8)> = listing
+        .keys()
+        .map(|n| (matches!(n, IpNet::V4(_)), n.prefix_len()))
+        .collect();
     let mut ids: BTreeMap<BTreeSet<usize>, u32> = BTreeMap::new();
     let mut out = Classes::default();
     for prefix in &prefixes {
-        let members: BTreeSet<usize> = used
+        let v4 = matches!(prefix, IpNet::V4(_));
+        let mut members: BTreeSet<usize> = BTreeSet::new();
+        for &(_, len) in lengths
             .iter()
-            .copied()
-            .filter(|&s| {
-                sets.get(s)
-                    .is_some_and(|nets| nets.iter().any(|n| n.contains(prefix)))
-            })
-            .collect();
+            .filter(|&&(f, len)| f == v4 && len <= prefix.prefix_len())
+        {
+            let Ok(supernet) = IpNet::new(prefix.addr(), len) else {
+                // Unreachable: `len` is at most the prefix's own length.
+                continue;
+            };
+            if let Some(listed) = listing.get(&supernet.trunc()) {
+                members.extend(listed);
+            }
+        }
         let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let id = *ids.entry(members.clone()).or_insert_with(|| {
             out.members_of.push(members);

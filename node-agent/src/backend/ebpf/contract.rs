@@ -30,7 +30,7 @@ impl Backend for Ebpf {
 
     fn repair(&mut self) -> Result<(), BackendError> {
         if self.detached()? {
-            self.reattach()?;
+            self.attach()?;
         }
         Ok(self.guard.repair()?)
     }

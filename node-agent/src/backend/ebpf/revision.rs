@@ -165,19 +165,27 @@ impl Contents {
         Ok(())
     }
 
-    /// The counter slots this content's verdicts count in.
-    pub fn slots(&self) -> BTreeSet<u32> {
-        self.verdicts.values().map(|v| v >> 1).collect()
+    /// The counter slots this content's verdicts count in, sorted.
+    pub fn slots(&self) -> Vec<u32> {
+        sorted(self.verdicts.values().map(|v| v >> 1))
     }
 
-    /// The class numbers of one side in use.
-    pub fn class_ids(&self, side: Side) -> BTreeSet<u32> {
-        self.classes
-            .iter()
-            .filter(|((s, _), _)| *s == side)
-            .map(|(_, &id)| id)
-            .collect()
+    /// The class numbers of one side in use, sorted.
+    pub fn class_ids(&self, side: Side) -> Vec<u32> {
+        sorted(
+            self.classes
+                .iter()
+                .filter(|((s, _), _)| *s == side)
+                .map(|(_, &id)| id),
+        )
     }
+}
+
+fn sorted(values: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut out: Vec<u32> = values.collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The counter slot of a verdict in one direction: the ids of the rules it
@@ -224,20 +232,43 @@ impl Delta {
 /// What turns `held` into `wanted`: entries that went or changed, and no
 /// others.
 pub fn delta(held: &Contents, wanted: &Contents) -> Delta {
+    // Both maps are sorted by key: one merge walk, no lookups.
     fn changes<K: Ord + Copy>(
         held: &BTreeMap<K, u32>,
         wanted: &BTreeMap<K, u32>,
     ) -> (Vec<K>, Vec<(K, u32)>) {
-        let removed = held
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
-            .collect();
-        let set = wanted
-            .iter()
-            .filter(|(k, v)| held.get(k) != Some(v))
-            .map(|(&k, &v)| (k, v))
-            .collect();
+        let (mut removed, mut set) = (Vec::new(), Vec::new());
+        let (mut old, mut new) = (held.iter().peekable(), wanted.iter().peekable());
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(&(&k, _)), None) => {
+                    removed.push(k);
+                    old.next();
+                }
+                (None, Some(&(&k, &v))) => {
+                    set.push((k, v));
+                    new.next();
+                }
+                (Some(&(&ko, &vo)), Some(&(&kn, &vn))) => match ko.cmp(&kn) {
+                    std::cmp::Ordering::Less => {
+                        removed.push(ko);
+                        old.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        set.push((kn, vn));
+                        new.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if vo != vn {
+                            set.push((kn, vn));
+                        }
+                        old.next();
+                        new.next();
+                    }
+                },
+            }
+        }
         (removed, set)
     }
     let (classes_removed, classes_set) = changes(&held.classes, &wanted.classes);
@@ -354,6 +385,45 @@ mod tests {
         );
         // The same NodePolicy again: nothing to write.
         assert!(super::delta(&new, &contents(&after, &mut ids)).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Applying a delta to what was held gives what is wanted, and it
+        /// names no entry that stays as it was.
+        #[test]
+        fn a_delta_turns_held_into_wanted_and_touches_nothing_else(
+            held in proptest::collection::btree_map(0u32..40, 0u32..3, 0..30),
+            wanted in proptest::collection::btree_map(0u32..40, 0u32..3, 0..30),
+        ) {
+            let as_contents = |m: &BTreeMap<u32, u32>| Contents {
+                classes: BTreeMap::new(),
+                verdicts: m
+                    .iter()
+                    .map(|(&k, &v)| {
+                        (
+                            VerdictFor {
+                                direction: Direction::Ingress,
+                                remote: k,
+                                local: 0,
+                                protocol: None,
+                                port: None,
+                            },
+                            v,
+                        )
+                    })
+                    .collect(),
+            };
+            let (h, w) = (as_contents(&held), as_contents(&wanted));
+            let d = delta(&h, &w);
+            let mut applied = h.verdicts.clone();
+            for k in &d.verdicts_removed {
+                proptest::prop_assert!(applied.remove(k).is_some());
+            }
+            for (k, v) in &d.verdicts_set {
+                proptest::prop_assert_ne!(applied.insert(*k, *v), Some(*v));
+            }
+            proptest::prop_assert_eq!(applied, w.verdicts);
+        }
     }
 
     #[test]
