@@ -21,9 +21,9 @@
 //      node's own: an address it does not own has no class and is dropped).
 //   4. verdicts (LPM trie): (generation, direction, remote class, local
 //      class, protocol, port) -> the verdict and the counter slot of the
-//      rules that decide and count it (backend::ebpf::verdicts): port
-//      ranges are written as port prefixes, every port of a protocol a
-//      rule names has an entry, and one shorter entry answers the
+//      rules that decide and count it (backend::ebpf::verdicts): a
+//      protocol a rule names has an all-ports entry and port prefixes for
+//      the ports answered otherwise, and one shorter entry answers the
 //      protocols no rule names, so the longest match is always the
 //      first-match answer, resolved when the agent writes the map.
 //   5. counters (per-CPU array): packets and bytes per counter slot; the

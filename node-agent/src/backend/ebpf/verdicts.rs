@@ -227,7 +227,7 @@ fn intervals(rules: &[(usize, &Rule)], protocol: Protocol) -> Vec<((u16, u16), V
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::net::{IpAddr, Ipv4Addr};
@@ -282,7 +282,7 @@ mod tests {
             })
     }
 
-    fn desired() -> impl Strategy<Value = Desired> {
+    pub(crate) fn desired() -> impl Strategy<Value = Desired> {
         prop::collection::vec(prop::collection::vec(net(), 1..3), 1..4).prop_flat_map(|sets| {
             let n = sets.len();
             (
@@ -312,7 +312,7 @@ mod tests {
         })
     }
 
-    fn flow() -> impl Strategy<Value = Flow> {
+    pub(crate) fn flow() -> impl Strategy<Value = Flow> {
         (
             prop::bool::ANY,
             0u8..10,
