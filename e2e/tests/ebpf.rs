@@ -315,6 +315,17 @@ impl Driver {
         out
     }
 
+    /// What the event ring said since the last call.
+    fn events(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut line = self.send("events");
+        while line != "end" {
+            out.push(line.strip_prefix("said ").unwrap().to_owned());
+            line = self.line();
+        }
+        out
+    }
+
     fn flows(&mut self) -> usize {
         let answer = self.send("flows");
         answer.strip_prefix("flows ").unwrap().parse().unwrap()
@@ -454,6 +465,13 @@ fn tc_programs_decide_by_class_protocol_port_and_flow() {
         "to 6000: {counters:?}"
     );
 
+    // The Log rule's packets are logged (as NFLOG would prefix them), one
+    // line per first packet it counted; decided packets are not.
+    // (Read after the counters: a late retransmission may add to it.)
+    let said = driver.events();
+    assert!(said.iter().all(|l| l == "log t/log"), "{said:?}");
+    assert!(said.len() as u64 >= count("ingress", "t/log"), "{said:?}");
+
     // Torn down: detached, the pins gone, the denied port answers again.
     driver.teardown();
     assert!(!pair.bpffs.join("meshguard").exists());
@@ -528,6 +546,7 @@ fn revisions_switch_whole_and_cut_what_they_deny() {
             (opened, refused, wrong)
         })
     };
+    let counted_before = driver.counters();
     let mut written = Vec::new();
     for i in 0..100 {
         written.push(driver.apply([&b, &c, &a][i % 3]));
@@ -539,6 +558,17 @@ fn revisions_switch_whole_and_cut_what_they_deny() {
         "{wrong:?} ({opened} opened, {refused} refused)"
     );
     assert!(opened > 0 && refused > 0);
+    // Counters stay monotonic while slots no generation uses are released
+    // (B's and C's rules come and go 33 times each).
+    let counted_after = driver.counters();
+    for (key, before) in &counted_before {
+        let after = counted_after.get(key).copied().unwrap_or(0);
+        assert!(after >= *before, "{key:?}: {before} -> {after}");
+    }
+    assert!(
+        counted_after[&("ingress".to_owned(), "t/web".to_owned())]
+            > counted_before[&("ingress".to_owned(), "t/web".to_owned())]
+    );
     // Each flip writes into the generation packets do not read what
     // differs between the spec it held (two revisions back) and the new.
     assert!(written.iter().all(|&n| n > 0), "{written:?}");

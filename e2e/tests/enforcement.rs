@@ -158,6 +158,17 @@ fn agent_wide_audit_counts_each_flow_once_under_its_deciding_rule(backend: Backe
             }
         }
     }
+    if backend == Backend::Ebpf {
+        // Each audited flow is logged with its would-be verdict, as NFLOG
+        // prefixes it under iptables.
+        for (node, line) in [
+            ("web-1", "would-allow tiers/web-to-app"),
+            ("web-1", "would-deny meshguard:default-deny"),
+            ("db-1", "would-deny tiers/no-ssh"),
+        ] {
+            assert!(mesh.agent_log(node).contains(line), "{node}: {line}");
+        }
+    }
     for node in nodes {
         // Replies (established packets) and the leak guard are not flows.
         let got: BTreeMap<_, _> = counted[node]

@@ -27,7 +27,9 @@
 //      protocols no rule names, so the longest match is always the
 //      first-match answer, resolved when the agent writes the map.
 //   5. counters (per-CPU array): packets and bytes per counter slot; the
-//      agent adds each slot to the rules it stands for.
+//      agent adds each slot to the rules it stands for. A slot with a Log
+//      or Audit-mode rule (and, under agent-wide audit, every slot) also
+//      sends the packet's flow to `events`, which the agent logs.
 //
 // No verdict: dropped (default deny). Under agent-wide audit every packet
 // is counted as under enforcement and passes. Headers are read relative to
@@ -180,7 +182,8 @@ struct {
 	PINNED;
 } locals_v6 SEC(".maps");
 
-// Value: the counter slot << 1 | 1 for Allow.
+// Value: the counter slot << 2 | 2 when a rule of the slot logs (a Log
+// rule, a rule of an Audit-mode policy) | 1 for Allow.
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1048576);
@@ -205,6 +208,27 @@ struct {
 	__type(value, struct counter);
 	PINNED;
 } counters SEC(".maps");
+
+// What the agent logs, as the iptables backend's NFLOG would: the first
+// packet of a flow that reaches a Log rule or an Audit-mode policy's rule,
+// and under agent-wide audit every first packet (its would-be verdict).
+// Not pinned: each agent reads its own.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+struct event {
+	__u32 slot;
+	__u8 direction;
+	__u8 allowed;
+	__u8 protocol;
+	__u8 family;
+	__u8 local[16];
+	__u8 remote[16];
+	__u16 local_port;
+	__u16 remote_port;
+};
 
 // Reads the packet's addresses, protocol and ports into `flow`, from this
 // node's side; returns 0, or -1 for a packet that cannot be decided. For an
@@ -388,6 +412,19 @@ static __always_inline void count(__u32 slot, struct __sk_buff *skb)
 	}
 }
 
+// Sends one event to the agent; a full ring drops it (the counters still
+// count the packet).
+static __always_inline void report(__u32 slot, __u8 direction, __u8 allowed, struct flow_key *flow)
+{
+	struct event event = {.slot = slot, .direction = direction, .allowed = allowed,
+			      .protocol = flow->protocol, .family = flow->family,
+			      .local_port = flow->local_port, .remote_port = flow->remote_port};
+
+	__builtin_memcpy(event.local, flow->local, 16);
+	__builtin_memcpy(event.remote, flow->remote, 16);
+	bpf_ringbuf_output(&events, &event, sizeof(event), 0);
+}
+
 static __always_inline int decide(struct __sk_buff *skb, __u8 direction)
 {
 	struct flow_key key = {};
@@ -441,13 +478,19 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 direction)
 
 	verdict = verdict_of(generation, direction, &key, &not_ours);
 	if (not_ours) {
-		count(direction == DIRECTION_INGRESS ? SLOT_NOT_OURS_INGRESS : SLOT_NOT_OURS_EGRESS, skb);
+		__u32 slot = direction == DIRECTION_INGRESS ? SLOT_NOT_OURS_INGRESS : SLOT_NOT_OURS_EGRESS;
+
+		count(slot, skb);
+		if (now->audit)
+			report(slot, direction, 0, &key);
 	} else if (direction == DIRECTION_EGRESS && key.protocol == IPPROTO_UDP &&
 		   skb->mark == now->handshake_mark && key.remote_port == now->handshake_port) {
 		// The agent's own handshake starter; see wireguard::handshake.
 		return TC_ACT_OK;
 	} else if (verdict) {
-		count(verdict >> 1, skb);
+		count(verdict >> 2, skb);
+		if ((verdict & 2) || now->audit)
+			report(verdict >> 2, direction, verdict & 1, &key);
 	}
 	if ((verdict & 1) || now->audit) {
 		struct flow flow = {.revision = now->revision, .direction = direction};

@@ -65,16 +65,28 @@ pub fn device(common: &Common) -> anyhow::Result<Box<dyn Device>> {
     }
 }
 
-/// The packet filter `--backend` names, started; with `auto`, iptables
-/// when the eBPF programs cannot load, and why.
+/// The packet filter `--backend` names, started (the eBPF backend's event
+/// reader spawned); with `auto`, iptables when the eBPF programs cannot
+/// load, and why.
 fn backend(
     kind: BackendKind,
+    enforcement: Enforcement,
     common: &Common,
 ) -> anyhow::Result<(Box<dyn Backend>, Option<String>)> {
     let iptables = || Iptables::new(&common.interface, families());
     let ebpf = || {
         let mut backend = Ebpf::new(&common.interface, &common.bpffs, iptables());
-        backend.start().map(|()| backend)
+        backend.start()?;
+        // Log rules and audit verdicts, logged as they happen.
+        match backend.packet_log() {
+            Some(log) => {
+                tokio::spawn(log.run(enforcement == Enforcement::Audit));
+            }
+            None => tracing::error!(
+                "the eBPF event ring cannot be read: Log rules and audit verdicts are counted, not logged"
+            ),
+        }
+        Ok::<_, crate::backend::ebpf::EbpfError>(backend)
     };
     Ok(match kind {
         BackendKind::Iptables => (Box::new(iptables()), None),
@@ -110,7 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         interface: args.common.interface.clone(),
         mtu: args.mtu,
     };
-    let (backend, fallback) = backend(args.backend, &args.common)?;
+    let (backend, fallback) = backend(args.backend, args.enforcement, &args.common)?;
     let backend_name = backend.name();
     tracing::info!(backend = backend_name, requested = ?args.backend, "packet filter");
     let reconciler = Arc::new(Mutex::new(Reconciler::new(

@@ -210,7 +210,8 @@ pub struct RunArgs {
     /// fetched).
     #[arg(long, env = "MESHGUARD_JWKS_REFETCH_INTERVAL", default_value = "30s", value_parser = duration)]
     pub jwks_refetch_interval: Duration,
-    /// The netlink group Log and Audit rules send packets to (NFLOG).
+    /// The netlink group Log and Audit rules send packets to (NFLOG), with
+    /// the iptables backend; the eBPF backend logs them itself.
     #[arg(long, env = "MESHGUARD_NFLOG_GROUP", default_value_t = 100)]
     pub nflog_group: u16,
 }

@@ -26,6 +26,7 @@ fn a_small_policy_becomes_exactly_these_entries() {
             { "name": "wide", "addresses": ["10.77.0.3"] },
         ],
         "ingress": [
+            { "id": "t/log", "action": "Log", "set": "wide" },
             { "id": "t/no-5001", "action": "Deny", "set": "client", "ports": [{ "protocol": "TCP", "port": 5001 }] },
             { "id": "t/web", "action": "Allow", "set": "client", "ports": [{ "protocol": "TCP", "port": 5000, "endPort": 5001 }] },
             { "id": "t/high", "action": "Allow", "set": "wide", "ports": [{ "protocol": "TCP", "port": 1024, "endPort": 65535 }] },
@@ -75,12 +76,14 @@ fn a_small_policy_becomes_exactly_these_entries() {
         .iter()
         .map(|(key, value)| {
             assert_eq!(key.local, own);
-            let slot = ids.slots.key(value >> 1).unwrap();
+            let slot = ids.slots.key(value >> 2).unwrap();
             let what = match (key.protocol, key.port) {
                 (None, _) => "unnamed".to_owned(),
                 (Some(p), None) => format!("{p} all"),
                 (Some(p), Some(port)) => format!("{p} {}/{}", port.port, port.bits),
             };
+            // The log bit: set exactly where a rule of the slot logs.
+            assert_eq!(value & 2 == 2, slot.logs(), "{slot:?}");
             format!(
                 "{:?} {} {what} {} {}",
                 key.direction,
@@ -91,6 +94,11 @@ fn a_small_policy_becomes_exactly_these_entries() {
         })
         .collect();
     verdicts.sort();
+    let logged = contents.verdicts.values().filter(|v| *v & 2 == 2).count();
+    assert_eq!(
+        logged, 3,
+        "the entries of `wide`, where the Log rule is reached"
+    );
     let dd = "meshguard:default-deny";
     let mut expected: Vec<String> = vec![
         // Egress: no rule at all, for any class.
@@ -110,9 +118,11 @@ fn a_small_policy_becomes_exactly_these_entries() {
         // From `wide`: most TCP ports allowed (1024-65535), so the
         // all-ports entry allows and 0-1023 (2^10 ports from 0: a 6-bit
         // prefix) is default deny.
-        format!("Ingress wide unnamed deny {dd}"),
-        "Ingress wide 6 all allow t/high".to_owned(),
-        format!("Ingress wide 6 0/6 deny {dd}"),
+        // The Log rule before them counts (and logs) every packet from
+        // `wide` on its way to the decision.
+        format!("Ingress wide unnamed deny t/log,{dd}"),
+        "Ingress wide 6 all allow t/log,t/high".to_owned(),
+        format!("Ingress wide 6 0/6 deny t/log,{dd}"),
     ];
     expected.sort();
     assert_eq!(verdicts, expected);

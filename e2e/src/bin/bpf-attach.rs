@@ -8,6 +8,8 @@
 //!   attach            -> "attached" (the programs on the interface again,
 //!                        reading the pinned maps as they are)
 //!   counters          -> "counter DIRECTION ID PACKETS BYTES"... then "end"
+//!   events            -> "said LINE"... then "end" (what the event ring says
+//!                        of the packets logged since the last call)
 //!   flows             -> "flows N" (flows the programs let through)
 //!   teardown          -> "done" (programs detached, pins removed)
 //! ```
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Iptables::new(&interface, families()),
     );
     backend.start()?;
+    let mut events = backend.packet_log();
     let mut out = std::io::stdout().lock();
     writeln!(out, "started")?;
     out.flush()?;
@@ -66,6 +69,12 @@ fn main() -> anyhow::Result<()> {
                 writeln!(out, "end")?;
             }
             (Some("flows"), None) => writeln!(out, "flows {}", backend.flows()?)?,
+            (Some("events"), None) => {
+                for said in events.iter_mut().flat_map(|e| e.drain(false)) {
+                    writeln!(out, "said {said}")?;
+                }
+                writeln!(out, "end")?;
+            }
             (Some("attach"), None) => {
                 backend.attach()?;
                 writeln!(out, "attached")?;

@@ -19,6 +19,7 @@ use std::{
 
 use super::{
     EbpfError, bpffs,
+    events::{PacketLog, Slots},
     keys::{SLOT_NOT_OURS_EGRESS, SLOT_NOT_OURS_INGRESS, Side, settings_value},
     programs::{Count, Programs, remove_pins},
     revision::{Contents, Ids, NOT_OURS, SLOTS, delta},
@@ -56,6 +57,8 @@ pub struct Ebpf {
     pub(super) attached: bool,
     /// What released counter slots had counted, per rule.
     released: BTreeMap<(Direction, String), Count>,
+    /// The slots as the event reader names them.
+    slots_view: Slots,
 }
 
 impl Ebpf {
@@ -73,7 +76,18 @@ impl Ebpf {
             revision: 0,
             attached: false,
             released: BTreeMap::new(),
+            slots_view: Slots::default(),
         }
+    }
+
+    /// The reader of the programs' events (Log rules, audit verdicts), to
+    /// run beside the agent; `None` before [`Ebpf::start`] or once taken.
+    pub fn packet_log(&mut self) -> Option<PacketLog> {
+        let ring = self.programs.as_mut()?.take_events().ok()?;
+        Some(PacketLog {
+            ring,
+            slots: self.slots_view.clone(),
+        })
     }
 
     /// Where this interface's pins of every layout live.
@@ -157,6 +171,14 @@ impl Ebpf {
         );
         let mut changes = self.guard.apply_rendered(&rendered)?;
         self.release()?;
+        if let Ok(mut view) = self.slots_view.write() {
+            *view = self
+                .ids
+                .slots
+                .iter()
+                .map(|(id, slot)| (id, slot.clone()))
+                .collect();
+        }
         changes.entries_written = delta.len();
         Ok(Applied { rules, changes })
     }

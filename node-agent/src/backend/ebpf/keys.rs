@@ -22,9 +22,14 @@ pub const SLOT_NOT_OURS_EGRESS: u32 = 1;
 pub const FIRST_VERDICT_SLOT: u32 = 2;
 
 /// A verdict map value: the counter slot of the rules that count the
-/// packet, and whether it is allowed.
-pub fn verdict_value(slot: u32, allow: bool) -> u32 {
-    (slot << 1) | u32::from(allow)
+/// packet, whether one of them logs it, and whether it is allowed.
+pub fn verdict_value(slot: u32, logs: bool, allow: bool) -> u32 {
+    (slot << 2) | (u32::from(logs) << 1) | u32::from(allow)
+}
+
+/// The counter slot of a verdict map value.
+pub fn slot_of_value(value: u32) -> u32 {
+    value >> 2
 }
 
 /// The IP protocol numbers of a rule's protocol (ICMP is ICMPv6 for IPv6).
@@ -248,8 +253,9 @@ mod tests {
             },
         );
         assert_eq!((unnamed.prefix_len(), unnamed.data()[10]), (80, 0));
-        assert_eq!(verdict_value(5, true), 11);
-        assert_eq!(verdict_value(5, false), 10);
+        assert_eq!(verdict_value(5, false, true), 21);
+        assert_eq!(verdict_value(5, true, false), 22);
+        assert_eq!(slot_of_value(verdict_value(5, true, true)), 5);
     }
 
     #[test]

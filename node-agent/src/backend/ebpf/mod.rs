@@ -10,6 +10,7 @@
 //!  keys      pure: the programs' key and value layouts, byte for byte
 //!  programs  load (aya), pin, attach, write a delta, switch, read counters
 //!  bpffs     mount the BPF filesystem when missing
+//!  events    the programs' event ring read and logged (Log rules, audit)
 //!  apply     the backend's state: write aside, switch, release
 //!  contract  behind backend::Backend
 //! ```
@@ -30,6 +31,7 @@ mod apply;
 pub mod bpffs;
 pub mod classes;
 mod contract;
+pub mod events;
 pub mod ids;
 pub mod keys;
 pub mod programs;

@@ -21,7 +21,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+        lpm_trie::Key,
+    },
     programs::{
         ProgramError, SchedClassifier, TcAttachType,
         links::{FdLink, LinkError, PinnedLink},
@@ -143,6 +146,12 @@ impl Programs {
             // No pinned link, or one that no longer holds the interface
             // (the device was deleted and created again): a new one.
             remove(&path)?;
+            if !tcx() {
+                // Netlink attachment needs the clsact qdisc; one already
+                // there is what we want, so its error is not ours to report
+                // (attaching then says what is wrong, if anything).
+                let _ = aya::programs::tc::qdisc_add_clsact(interface);
+            }
             let id = program.attach(interface, at).map_err(program_error)?;
             let link = program.take_link(id).map_err(program_error)?;
             match FdLink::try_from(link) {
@@ -292,6 +301,16 @@ impl Programs {
         Ok(())
     }
 
+    /// The programs' event ring, taken (once) for its reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProgramsError> {
+        let name = "events";
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(ProgramsError::Missing(name))?;
+        RingBuf::try_from(map).map_err(|source| ProgramsError::Map { name, source })
+    }
+
     /// Flows the programs let through, as the flow table holds them.
     pub fn flows(&mut self) -> Result<usize, ProgramsError> {
         let name = "flows";
@@ -368,6 +387,12 @@ fn attached_on(
         // No such interface (any more): not attached.
         Err(_) => Ok(false),
     }
+}
+
+/// Whether aya attaches through TCX links here (kernel 6.6 or later), as
+/// its `attach` decides.
+fn tcx() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
 }
 
 fn link_pin(pins: &Path, name: &str) -> PathBuf {

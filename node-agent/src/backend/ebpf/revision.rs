@@ -17,12 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use meshguard_crds::Protocol;
+use meshguard_crds::{Action, Protocol};
 
 use super::{
     classes::Classes,
     ids::{Exhausted, Interner},
-    keys::{FIRST_VERDICT_SLOT, Side, VerdictFor, port_prefixes, protocol_numbers, verdict_value},
+    keys::{
+        FIRST_VERDICT_SLOT, Side, VerdictFor, port_prefixes, protocol_numbers, slot_of_value,
+        verdict_value,
+    },
     verdicts::{Table, Verdict},
 };
 use crate::desired::{Desired, verdict::Direction};
@@ -41,11 +44,33 @@ pub const VERDICT_ENTRIES: usize = 524_288;
 /// Counter slots (the `counters` map's size).
 pub const SLOTS: u32 = 65_536;
 
-/// The rules one counter slot counts for.
+/// The rules one counter slot counts for, and what each logs when a packet
+/// reaches it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slot {
     pub direction: Direction,
     pub rules: Vec<String>,
+    /// One per rule of `rules`.
+    pub marks: Vec<Mark>,
+}
+
+impl Slot {
+    /// Whether a packet counted here is logged under enforcement.
+    pub fn logs(&self) -> bool {
+        self.marks.iter().any(|m| *m != Mark::Counted)
+    }
+}
+
+/// What a rule logs, as the iptables backend's NFLOG prefixes say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mark {
+    /// Counted, not logged (the deciding rule under enforcement).
+    Counted,
+    /// A Log rule: `log`.
+    Log,
+    /// A rule of an Audit-mode policy: `would-allow` / `would-deny`.
+    WouldAllow,
+    WouldDeny,
 }
 
 /// The numbers that outlive a revision.
@@ -128,10 +153,9 @@ impl Contents {
         // The port runs of each protocol a rule names, by what they answer.
         let mut runs: PortRuns = BTreeMap::new();
         for entry in &table.entries {
-            let slot = ids
-                .slots
-                .id(&slot_of(desired, entry.direction, &entry.verdict))?;
-            let value = verdict_value(slot, entry.verdict.allow);
+            let slot = slot_of(desired, entry.direction, &entry.verdict);
+            let logs = slot.logs();
+            let value = verdict_value(ids.slots.id(&slot)?, logs, entry.verdict.allow);
             let (remote, local) = (number(&remote, entry.remote), number(&local, entry.local));
             match (entry.protocol, entry.ports) {
                 (Some(protocol), Some(ports)) => runs
@@ -209,7 +233,7 @@ impl Contents {
 
     /// The counter slots this content's verdicts count in, sorted.
     pub fn slots(&self) -> Vec<u32> {
-        sorted(self.verdicts.values().map(|v| v >> 1))
+        sorted(self.verdicts.values().map(|&v| slot_of_value(v)))
     }
 
     /// The class numbers of one side in use, sorted.
@@ -237,15 +261,28 @@ fn slot_of(desired: &Desired, direction: Direction, verdict: &Verdict) -> Slot {
         Direction::Ingress => &desired.ingress,
         Direction::Egress => &desired.egress,
     };
-    let id = |i: &usize| list.get(*i).map_or_else(String::new, |r| r.id.clone());
-    let mut rules: Vec<String> = verdict.counted.iter().map(id).collect();
+    let (mut rules, mut marks) = (Vec::new(), Vec::new());
+    for rule in verdict.counted.iter().filter_map(|&i| list.get(i)) {
+        rules.push(rule.id.clone());
+        // Only Log rules and Audit-mode rules are counted before a decision.
+        marks.push(match rule.action {
+            Action::Log => Mark::Log,
+            Action::Allow => Mark::WouldAllow,
+            Action::Deny => Mark::WouldDeny,
+        });
+    }
     rules.push(
         verdict
             .rule
-            .as_ref()
-            .map_or_else(|| DEFAULT_DENY.to_owned(), id),
+            .and_then(|i| list.get(i))
+            .map_or_else(|| DEFAULT_DENY.to_owned(), |r| r.id.clone()),
     );
-    Slot { direction, rules }
+    marks.push(Mark::Counted);
+    Slot {
+        direction,
+        rules,
+        marks,
+    }
 }
 
 /// The writes that turn one generation's content into another's.
@@ -328,8 +365,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::net::{IpAddr, Ipv4Addr};
-
-    use meshguard_crds::{Action, Protocol};
 
     use super::*;
     use crate::{
