@@ -100,7 +100,7 @@ impl Pair {
 
     /// mesh-probe's echo servers on the server's TCP ports.
     fn serve(&mut self, ports: &str) {
-        let mut child = self
+        let child = self
             .command(&self.server, &binary("mesh-probe").unwrap())
             .args(["serve", "--tcp", ports])
             .stdin(Stdio::null())
@@ -108,18 +108,14 @@ impl Pair {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        self.listeners.push(child);
+        self.listeners
+            .push(ready(child, "the servers did not bind"));
     }
 
     /// A TCP connection from the client held open `seconds`, a round trip
     /// every 100 ms; its exit status tells whether one failed.
     fn hold(&self, port: u16, seconds: u64) -> Child {
-        let mut child = self
+        let child = self
             .command(&self.client, &binary("mesh-probe").unwrap())
             .args([
                 "hold",
@@ -132,12 +128,7 @@ impl Pair {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the held connection did not open");
-        child
+        ready(child, "the held connection did not open")
     }
 
     fn listen(&mut self, ns: &str, address: &str, port: u16) {
@@ -194,6 +185,16 @@ impl Drop for Pair {
         let _ = host("umount", &["-l", &dir]);
         let _ = std::fs::remove_dir_all(&self.bpffs);
     }
+}
+
+/// `child` once mesh-probe printed "ready" (its first line).
+fn ready(mut child: Child, otherwise: &str) -> Child {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "{otherwise}");
+    child
 }
 
 /// Whether a TCP connection from `ns` (bound to `from`) to `to`:`port`

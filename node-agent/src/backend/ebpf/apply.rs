@@ -28,10 +28,7 @@ use super::{
 use crate::{
     backend::{
         contract::{Applied, Direction, Enforcement, Filter, RuleCounter},
-        iptables::{
-            Iptables,
-            render::{Options, render_guard},
-        },
+        iptables::{Iptables, render::render_guard},
     },
     desired::{Desired, verdict},
     wireguard::handshake,
@@ -159,16 +156,7 @@ impl Ebpf {
             self.attached = true;
             self.remove_other_layouts()?;
         }
-        let rendered = render_guard(
-            desired,
-            &Options {
-                interface: &self.interface,
-                enforcement: filter.enforcement,
-                nflog_group: filter.nflog_group,
-                mesh_cidrs: filter.mesh_cidrs,
-                families: self.guard.families(),
-            },
-        );
+        let rendered = render_guard(desired, &self.guard.options(filter));
         let mut changes = self.guard.apply_rendered(&rendered)?;
         self.release()?;
         if let Ok(mut view) = self.slots_view.write() {

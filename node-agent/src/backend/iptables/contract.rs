@@ -11,22 +11,27 @@ use crate::{
     desired::Desired,
 };
 
+impl Iptables {
+    /// What rendering needs: the agent-wide settings and this backend's
+    /// interface and families.
+    pub fn options<'a>(&'a self, filter: &'a Filter<'_>) -> Options<'a> {
+        Options {
+            interface: &self.interface,
+            enforcement: filter.enforcement,
+            nflog_group: filter.nflog_group,
+            mesh_cidrs: filter.mesh_cidrs,
+            families: &self.families,
+        }
+    }
+}
+
 impl Backend for Iptables {
     fn name(&self) -> &'static str {
         "iptables"
     }
 
     fn apply(&mut self, desired: &Desired, filter: &Filter<'_>) -> Result<Applied, BackendError> {
-        let rendered = render(
-            desired,
-            &Options {
-                interface: &self.interface,
-                enforcement: filter.enforcement,
-                nflog_group: filter.nflog_group,
-                mesh_cidrs: filter.mesh_cidrs,
-                families: &self.families,
-            },
-        );
+        let rendered = render(desired, &self.options(filter));
         let changes = self.apply_rendered(&rendered)?;
         Ok(Applied {
             rules: rendered.rule_count(),
