@@ -48,8 +48,8 @@ use crate::command::CommandError;
 pub enum EbpfError {
     #[error(transparent)]
     Programs(#[from] programs::ProgramsError),
-    #[error("the NodePolicy does not fit the eBPF maps: {0}")]
-    TooLarge(#[from] revision::TooLarge),
+    #[error("the NodePolicy cannot be written to the eBPF maps: {0}")]
+    Contents(#[from] revision::ContentsError),
     #[error("mounting the BPF filesystem: {0}")]
     Mount(CommandError),
     #[error("{path}: {source}")]

@@ -92,9 +92,9 @@ impl Default for Ids {
     }
 }
 
-/// Why a NodePolicy does not fit the programs' maps.
+/// Why a NodePolicy cannot be written to the programs' maps.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TooLarge {
+pub enum ContentsError {
     #[error(transparent)]
     Ids(#[from] Exhausted),
     #[error("{what}: {count} entries, the eBPF maps hold {limit} per revision")]
@@ -103,6 +103,9 @@ pub enum TooLarge {
         count: usize,
         limit: usize,
     },
+    /// A verdict table naming a class it does not define (a bug, refused).
+    #[error("the verdict table names class {0}, which it does not define")]
+    Inconsistent(u32),
 }
 
 /// Per (direction, remote class, local class, protocol with ports): its
@@ -119,7 +122,7 @@ pub struct Contents {
 
 impl Contents {
     /// `table` (of `desired`) with lasting numbers from `ids`.
-    pub fn of(desired: &Desired, table: &Table, ids: &mut Ids) -> Result<Contents, TooLarge> {
+    pub fn of(desired: &Desired, table: &Table, ids: &mut Ids) -> Result<Contents, ContentsError> {
         let names = |members: &BTreeSet<usize>| -> BTreeSet<String> {
             members
                 .iter()
@@ -136,27 +139,32 @@ impl Contents {
         };
         let remote = numbers(&table.remote, &mut ids.remote)?;
         let local = numbers(&table.local, &mut ids.local)?;
+        // The table's positional class numbers, as lasting ones. The table
+        // gives every class a `members_of` entry, so a miss is a broken
+        // table: refused, never written under a made-up number.
+        let number = |numbers: &[u32], class: u32| {
+            numbers
+                .get(class as usize)
+                .copied()
+                .ok_or(ContentsError::Inconsistent(class))
+        };
         for (side, classes, numbers) in [
             (Side::Remote, &table.remote, &remote),
             (Side::Local, &table.local, &local),
         ] {
             for &(net, class) in &classes.entries {
-                // Positional numbers from the table: `members_of` has one per class.
-                let id = numbers.get(class as usize).copied().unwrap_or(u32::MAX);
-                contents.classes.insert((side, net), id);
+                contents
+                    .classes
+                    .insert((side, net), number(numbers, class)?);
             }
         }
-        let number = |numbers: &[u32], class: u32| {
-            // Positional numbers from the table: one per class.
-            numbers.get(class as usize).copied().unwrap_or(u32::MAX)
-        };
         // The port runs of each protocol a rule names, by what they answer.
         let mut runs: PortRuns = BTreeMap::new();
         for entry in &table.entries {
             let slot = slot_of(desired, entry.direction, &entry.verdict);
             let logs = slot.logs();
             let value = verdict_value(ids.slots.id(&slot)?, logs, entry.verdict.allow);
-            let (remote, local) = (number(&remote, entry.remote), number(&local, entry.local));
+            let (remote, local) = (number(&remote, entry.remote)?, number(&local, entry.local)?);
             match (entry.protocol, entry.ports) {
                 (Some(protocol), Some(ports)) => runs
                     .entry((entry.direction, remote, local, protocol))
@@ -217,7 +225,7 @@ impl Contents {
         Ok(contents)
     }
 
-    fn check(&self) -> Result<(), TooLarge> {
+    fn check(&self) -> Result<(), ContentsError> {
         let count = |side| self.classes.keys().filter(|(s, _)| *s == side).count();
         for (what, count, limit) in [
             ("remote address classes", count(Side::Remote), CLASS_ENTRIES),
@@ -225,7 +233,7 @@ impl Contents {
             ("verdict entries", self.verdicts.len(), VERDICT_ENTRIES),
         ] {
             if count > limit {
-                return Err(TooLarge::Entries { what, count, limit });
+                return Err(ContentsError::Entries { what, count, limit });
             }
         }
         Ok(())

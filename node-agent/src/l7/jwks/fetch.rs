@@ -24,7 +24,7 @@ pub enum FetchError {
     #[error("HTTP status {0}")]
     Status(u16),
     #[error("document larger than {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge,
+    ContentsError,
     #[error("not a usable key set: {0}")]
     Invalid(#[from] KeySetError),
 }
@@ -36,7 +36,7 @@ impl FetchError {
             FetchError::Timeout(_) => "timeout",
             FetchError::Transport(_) => "unreachable",
             FetchError::Status(_) => "http_error",
-            FetchError::TooLarge | FetchError::Invalid(_) => "invalid",
+            FetchError::ContentsError | FetchError::Invalid(_) => "invalid",
         }
     }
 }
@@ -129,7 +129,7 @@ impl Fetcher {
                 .await
                 .map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
-                        FetchError::TooLarge
+                        FetchError::ContentsError
                     } else {
                         FetchError::Transport(e.to_string())
                     }
