@@ -2,8 +2,9 @@
 //
 // meshguard's TC programs for the mesh interface: `ingress` and `egress`
 // decide each IP packet with a bounded number of map lookups, whatever the
-// number of rules (at most eight: state, settings, flows, two classes, the
-// verdict, the counter, and a re-check of a known flow's verdict):
+// number of rules (at most eight: state, settings, flows, the flow an ICMP
+// error quotes, two classes, the verdict and the counter; a packet of a
+// known flow costs three):
 //
 //   1. state (array): which of the two generations of the tables is live.
 //      The agent writes a revision into the other generation, then flips

@@ -15,13 +15,14 @@
 //!  contract  behind backend::Backend
 //! ```
 //!
-//! A packet costs at most seven map lookups whatever the rule count: the
-//! live generation and its settings, the flow table, the remote and the
-//! local address's classes (one LPM lookup each), the verdict of
-//! (generation, direction, remote class, local class, protocol, port) (one
-//! LPM lookup) and its counter slot; an allowed first packet then inserts
-//! its flow. A known flow of an older revision is decided again instead
-//! (classes and verdict), once.
+//! A packet costs at most eight map lookups whatever the rule count: the
+//! live generation and its settings, the flow table (twice for an ICMP
+//! error: its own flow, then the one it quotes), the remote and the local
+//! address's classes (one LPM lookup each), the verdict of (generation,
+//! direction, remote class, local class, protocol, port) (one LPM lookup)
+//! and its counter slot; an allowed first packet then inserts its flow. A
+//! packet of a known flow costs three; a known flow of an older revision is
+//! decided again (classes and verdict), once.
 //!
 //! The leak guard (mesh addresses leaving by another interface) stays in
 //! iptables (`MESHGUARD-GUARD`, see `iptables::render::render_guard`): the
