@@ -122,11 +122,21 @@ fn every_rendering_is_valid_kubernetes() {
             .into_iter()
             .filter(|d| !d.is_null())
             .collect();
-        assert_eq!(docs.len(), 10, "{values}: objects rendered");
+        // 13 by default: with two operator replicas, a PodDisruptionBudget.
+        let expected = if values["operator"]["replicas"] == 1 {
+            12
+        } else {
+            13
+        };
+        assert_eq!(docs.len(), expected, "{values}: objects rendered");
         for doc in &docs {
             let name = doc["metadata"]["name"].as_str().unwrap();
             assert!(name.starts_with(release), "{name} carries the release name");
-            if !doc["kind"].as_str().unwrap().starts_with("Cluster") {
+            let kind = doc["kind"].as_str().unwrap();
+            // Cluster-scoped: RBAC's Cluster* and the admission policy.
+            if kind.starts_with("Cluster") || kind.starts_with("ValidatingAdmissionPolicy") {
+                assert!(doc["metadata"]["namespace"].is_null(), "{name}");
+            } else {
                 assert_eq!(doc["metadata"]["namespace"], *namespace, "{name}");
             }
         }
@@ -273,6 +283,192 @@ fn the_ebpf_backend_adds_exactly_its_capabilities_and_the_bpffs() {
     );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("backend"));
+}
+
+/// scripts/cel_check.py on `input` (a policy and requests).
+fn cel_check(input: &Value) -> Output {
+    let mut child = Command::new(venv_tool("python"))
+        .arg(repo_root().join("scripts/cel_check.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scripts/cel_check.py");
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        input.to_string().as_bytes(),
+    )
+    .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The ValidatingAdmissionPolicy that keeps each agent to its own node,
+/// evaluated by cel-python (scripts/cel_check.py, which also fails on an
+/// expression that does not compile) on admission requests as the API
+/// server would send them.
+#[test]
+fn agents_write_only_their_own_node() {
+    let docs = render(&json!({}));
+    let policy = find(
+        &docs,
+        "ValidatingAdmissionPolicy",
+        "meshguard-agent-own-node",
+    );
+    let binding = find(
+        &docs,
+        "ValidatingAdmissionPolicyBinding",
+        "meshguard-agent-own-node",
+    );
+    assert_eq!(binding["spec"]["policyName"], "meshguard-agent-own-node");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let agent = "system:serviceaccount:meshguard-system:meshguard-agent";
+    let operator = "system:serviceaccount:meshguard-system:meshguard-operator";
+    let request = |user: &str, node: Option<&str>, resource: &str, sub: &str, name: &str| {
+        let mut user_info = json!({ "username": user, "groups": ["system:serviceaccounts"] });
+        if let Some(node) = node {
+            user_info["extra"] = json!({
+                "authentication.kubernetes.io/node-name": [node],
+                "authentication.kubernetes.io/pod-name": ["meshguard-agent-x1"],
+            });
+        }
+        json!({
+            "operation": "UPDATE",
+            "resource": { "group": "meshguard.io", "version": "v1alpha1", "resource": resource },
+            "subResource": sub,
+            "name": name,
+            "userInfo": user_info,
+        })
+    };
+    let cases = [
+        (
+            "own MeshNode",
+            request(agent, Some("node-a"), "meshnodes", "", "node-a"),
+            true,
+            true,
+        ),
+        (
+            "own NodePolicy status",
+            request(agent, Some("node-a"), "nodepolicies", "status", "node-a"),
+            true,
+            true,
+        ),
+        (
+            "another node's MeshNode",
+            request(agent, Some("node-a"), "meshnodes", "", "node-b"),
+            true,
+            false,
+        ),
+        (
+            "another node's NodePolicy status",
+            request(agent, Some("node-a"), "nodepolicies", "status", "node-b"),
+            true,
+            false,
+        ),
+        (
+            "no node claim",
+            request(agent, None, "meshnodes", "", "node-a"),
+            true,
+            false,
+        ),
+        (
+            "the operator",
+            request(operator, None, "nodepolicies", "status", "node-b"),
+            false,
+            true,
+        ),
+        (
+            "a NodePolicy's spec (RBAC's)",
+            request(agent, Some("node-a"), "nodepolicies", "", "node-b"),
+            false,
+            true,
+        ),
+    ];
+    let output = cel_check(&json!({
+        "policy": policy,
+        "requests": cases.iter().map(|(_, r, _, _)| r.clone()).collect::<Vec<_>>(),
+    }));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), cases.len());
+    for ((what, _, matched, allowed), answer) in cases.iter().zip(&answers) {
+        assert_eq!(
+            (answer["matched"].as_bool(), answer["allowed"].as_bool()),
+            (Some(*matched), Some(*allowed)),
+            "{what}: {answer}"
+        );
+    }
+    // The refusals say why.
+    assert!(
+        answers[2]["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("node-a may write only its own"),
+        "{}",
+        answers[2]
+    );
+    assert!(
+        answers[4]["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("no authentication.kubernetes.io/node-name claim"),
+        "{}",
+        answers[4]
+    );
+
+    // An expression that does not compile fails the check.
+    let mut broken = policy.clone();
+    broken["spec"]["validations"][0]["expression"] = json!("request.name ==");
+    let output = cel_check(&json!({ "policy": broken, "requests": [] }));
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("validations[0]: does not compile"));
+
+    // Off when asked.
+    let docs = render(&json!({ "agent": { "nodeRestriction": false } }));
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ValidatingAdmissionPolicy")
+    );
+}
+
+/// Day-two shape: a drain takes one operator at a time, replicas spread
+/// over nodes, probes on /healthz and /readyz; the agents roll one node at
+/// a time with the old agent gone before the new one starts.
+#[test]
+fn the_operator_survives_drains_and_agents_never_overlap() {
+    let docs = render(&json!({}));
+    let pdb = find(&docs, "PodDisruptionBudget", "meshguard-operator");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let operator = find(&docs, "Deployment", "meshguard-operator");
+    let selector = &operator["spec"]["selector"]["matchLabels"];
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    let spread = &operator["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&spread["labelSelector"]["matchLabels"], selector);
+    let op = container(operator, "containers", "operator").unwrap();
+    assert_eq!(op["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(op["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let agent = find(&docs, "DaemonSet", "meshguard-agent");
+    let rolling = &agent["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(
+        (
+            rolling["maxUnavailable"].as_i64(),
+            rolling["maxSurge"].as_i64()
+        ),
+        (Some(1), Some(0))
+    );
+    // One replica: no budget that would block every drain.
+    let docs = render(&json!({ "operator": { "replicas": 1, "leaderElect": false } }));
+    assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
 }
 
 #[test]
