@@ -48,6 +48,47 @@ fn the_workflow_runs_the_cluster_script() {
     }
 }
 
+/// `make test` (the README's test command, which `.ci/run` calls) runs on
+/// every push and pull request, as root with what network namespaces, iptables
+/// and BPF need.
+#[test]
+fn the_test_workflow_runs_the_readme_test_command() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme.contains("\nmake test "), "the README's test command");
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l.trim() == "make test"),
+        ".ci/run calls it"
+    );
+    let text = std::fs::read_to_string(repo().join(".github/workflows/test.yaml")).unwrap();
+    let workflow: Value = serde_saphyr::from_str(&text).unwrap();
+    let on = workflow["on"].as_object().unwrap();
+    assert!(
+        on.contains_key("push") && on.contains_key("pull_request"),
+        "{on:?}"
+    );
+    let job = &workflow["jobs"]["test"];
+    assert_eq!(job["container"]["image"], "debian:bookworm");
+    assert!(
+        job["container"]["options"]
+            .as_str()
+            .unwrap()
+            .contains("--privileged"),
+        "namespaces, iptables and BPF need it"
+    );
+    let runs: Vec<&str> = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect();
+    assert_eq!(runs.last(), Some(&"make test"), "{runs:?}");
+    assert!(
+        runs.iter().any(|r| r.contains("--default-toolchain 1.95")),
+        "{runs:?}"
+    );
+}
+
 /// Every program a container of the chart or run.sh starts in the image
 /// is one the Dockerfile puts there.
 #[test]
