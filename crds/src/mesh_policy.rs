@@ -52,13 +52,12 @@ use crate::{patterns, ports::PortRule, ports::Protocol, selector::PeerSelector};
         name = "Accepted",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Accepted")].status"#,
-        priority = 1
+        description = "Whether the policy is valid and compiled"
     ),
     printcolumn(
         name = "Tests",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="TestsPassed")].status"#,
-        priority = 1,
         description = "Whether the in-policy tests pass"
     ),
     printcolumn(

@@ -54,7 +54,6 @@ pub const ALL_ADDRESSES: &str = "all";
         name = "Revision",
         type_ = "string",
         json_path = ".spec.revision",
-        priority = 1,
         description = "Revision the operator wants"
     ),
     printcolumn(

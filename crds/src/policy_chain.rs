@@ -49,6 +49,12 @@ use crate::{mesh_policy::PolicyMode, patterns, selector::LabelSelector};
         description = "Nodes whose agents serve this chain"
     ),
     printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Accepted")].status"#,
+        description = "Whether the chain is valid and its Secrets and key sets resolve"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#

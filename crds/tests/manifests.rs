@@ -125,10 +125,19 @@ fn names_scope_and_columns_are_what_people_type() {
             .map(|c| c.name.as_str())
             .collect();
         let expected: &[&str] = match kind {
-            Kind::MeshPolicy => &["Priority", "Mode", "Enforced", "Targeted", "Age"],
-            Kind::NodePolicy => &["Peers", "Rules", "Backend", "Applied", "Ready", "Age"],
+            // At a glance (issue 15): MeshPolicy priority, mode, enforced
+            // n of m, accepted, tests; NodePolicy revision, applied,
+            // backend, peers, rules; MeshNode mesh IP, ready, endpoint;
+            // PolicyChain routes, accepted, ready. What they show is
+            // checked in operator/tests/printer_columns.rs.
+            Kind::MeshPolicy => &[
+                "Priority", "Mode", "Enforced", "Targeted", "Accepted", "Tests", "Age",
+            ],
+            Kind::NodePolicy => &[
+                "Peers", "Rules", "Backend", "Revision", "Applied", "Ready", "Age",
+            ],
             Kind::MeshNode => &["Mesh IP", "Endpoint", "Ready", "Age"],
-            Kind::PolicyChain => &["Routes", "Ready", "Age"],
+            Kind::PolicyChain => &["Routes", "Accepted", "Ready", "Age"],
         };
         assert_eq!(columns, expected, "{kind}");
         // Every column points at a field the schema has.
