@@ -13,11 +13,13 @@ if [ "${1:-}" = --python-only ]; then python_only=true; fi
 
 # System packages (../shared/TOOLBOX.md). --no-install-recommends matters:
 # wireguard-tools would otherwise pull in a kernel image and systemd. g++
-# builds libFuzzer (libfuzzer-sys, the fuzz crate).
+# builds libFuzzer (libfuzzer-sys, the fuzz crate). prometheus brings
+# promtool, which checks and unit-tests the chart's alerts (no server runs).
 apt_packages=(
   clang llvm libbpf-dev bpftool g++
   iptables ipset iproute2 wireguard-tools conntrack
   iputils-ping netcat-openbsd wrk iperf3
+  prometheus
   python3-venv
 )
 if $python_only; then apt_packages=(python3-venv); fi

@@ -471,6 +471,104 @@ fn the_operator_survives_drains_and_agents_never_overlap() {
     assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
 }
 
+/// The alerts (metrics.prometheusRule), checked by promtool from Debian's
+/// prometheus package: the rules load, and each alert fires on the series
+/// it is for, with its labels and text, and not on a healthy agent.
+#[test]
+fn the_alerts_fire_when_they_should_by_promtool() {
+    let docs = render(&json!({ "metrics": { "prometheusRule": {
+        "enabled": true, "labels": { "release": "prometheus" } } } }));
+    let rule = find(&docs, "PrometheusRule", "meshguard");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let dir = std::env::temp_dir().join(format!("meshguard-alerts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // JSON is YAML: promtool reads both.
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        json!({ "groups": rule["spec"]["groups"] }).to_string(),
+    )
+    .unwrap();
+    let promtool = |args: &[&str]| {
+        Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian's prometheus package: make deps)")
+    };
+    let checked = promtool(&["check", "rules", "rules.yaml"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+
+    let warning = |extra: Value| {
+        let mut labels = json!({ "severity": "warning" });
+        for (k, v) in extra.as_object().unwrap() {
+            labels[k] = v.clone();
+        }
+        labels
+    };
+    let tests = |cases: Value| json!({ "rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": cases });
+    let pod = "meshguard-agent-x1";
+    let cases = json!([
+        {
+            "interval": "1m",
+            "input_series": [
+                { "series": format!("meshguard_agent_latest_applied{{pod=\"{pod}\"}}"), "values": "1 1 0x20" },
+                { "series": format!("meshguard_agent_applies_total{{pod=\"{pod}\",result=\"error\"}}"), "values": "0 0 1x20" },
+                { "series": format!("meshguard_agent_drift_repairs_total{{pod=\"{pod}\",kind=\"rules\"}}"), "values": "0+1x20" },
+                { "series": "meshguard_operator_rejected_objects{pod=\"meshguard-operator-0\"}", "values": "0 1x20" },
+                { "series": "meshguard_agent_latest_applied{pod=\"healthy\"}", "values": "1x20" },
+            ],
+            "alert_rule_test": [
+                // Failing since minute 2: pending for 10 minutes, then firing.
+                { "eval_time": "5m", "alertname": "MeshguardAgentNotApplied", "exp_alerts": [] },
+                { "eval_time": "13m", "alertname": "MeshguardAgentNotApplied", "exp_alerts": [{
+                    "exp_labels": warning(json!({ "pod": pod })),
+                    "exp_annotations": {
+                        "summary": format!("meshguard agent {pod} has not enforced its latest NodePolicy revision for 10m"),
+                        "description": "The previous revision stays enforced; the NodePolicy's Applied condition says why (kubectl get nodepolicy <node> -o yaml).",
+                    },
+                }] },
+                { "eval_time": "4m", "alertname": "MeshguardAgentApplyFailures", "exp_alerts": [{
+                    "exp_labels": warning(json!({ "pod": pod, "result": "error" })),
+                    "exp_annotations": { "summary": format!("meshguard agent {pod} failed to apply a NodePolicy revision in the last 15 minutes") },
+                }] },
+                { "eval_time": "2m", "alertname": "MeshguardDriftRepairedRepeatedly", "exp_alerts": [] },
+                { "eval_time": "10m", "alertname": "MeshguardDriftRepairedRepeatedly", "exp_alerts": [{
+                    "exp_labels": warning(json!({ "pod": pod, "kind": "rules" })),
+                    "exp_annotations": { "summary": format!("meshguard agent {pod} repaired rules drift more than 3 times in an hour") },
+                }] },
+                { "eval_time": "8m", "alertname": "MeshguardObjectRejected", "exp_alerts": [{
+                    "exp_labels": warning(json!({ "pod": "meshguard-operator-0" })),
+                    "exp_annotations": { "summary": "1 MeshPolicies or PolicyChains are rejected (Accepted=False); their last accepted versions stay enforced" },
+                }] },
+            ],
+        },
+    ]);
+    std::fs::write(dir.join("tests.yaml"), tests(cases).to_string()).unwrap();
+    let tested = promtool(&["test", "rules", "tests.yaml"]);
+    assert!(
+        tested.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    // promtool does fail a wrong expectation: the healthy agent alerting.
+    let wrong = json!([{
+        "interval": "1m",
+        "input_series": [{ "series": "meshguard_agent_latest_applied{pod=\"healthy\"}", "values": "1x20" }],
+        "alert_rule_test": [{ "eval_time": "15m", "alertname": "MeshguardAgentNotApplied", "exp_alerts": [{
+            "exp_labels": warning(json!({ "pod": "healthy" })),
+        }] }],
+    }]);
+    std::fs::write(dir.join("wrong.yaml"), tests(wrong).to_string()).unwrap();
+    assert!(!promtool(&["test", "rules", "wrong.yaml"]).status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn ext_proc_is_served_where_the_values_say() {
     let docs = render(&json!({ "agent": { "extProc": {

@@ -113,7 +113,8 @@ fn policies_hold_for_real_traffic(backend: Backend) {
     );
     assert!(
         metrics.contains("meshguard_agent_peers 2")
-            && metrics.contains("meshguard_agent_applies_total{result=\"ok\"} 1"),
+            && metrics.contains("meshguard_agent_applies_total{result=\"ok\"} 1")
+            && metrics.contains("meshguard_agent_latest_applied 1"),
         "{metrics}"
     );
     let web = mesh.metrics("web-1");
@@ -359,9 +360,11 @@ fn a_corrupt_or_foreign_state_is_refused_and_the_previous_stays(backend: Backend
     write(&good.replace("interface:", "interfaze:"));
     refused("spec.interface: Required value");
     assert_tiers(&mesh);
+    let metrics = mesh.metrics("db-1");
     assert!(
-        mesh.metrics("db-1")
-            .contains("meshguard_agent_rejected_states_total 3")
+        metrics.contains("meshguard_agent_rejected_states_total 3")
+            && metrics.contains("meshguard_agent_latest_applied 0"),
+        "{metrics}"
     );
     write(&good);
     let started = std::time::Instant::now();
@@ -378,6 +381,10 @@ fn a_corrupt_or_foreign_state_is_refused_and_the_previous_stays(backend: Backend
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        mesh.metrics("db-1")
+            .contains("meshguard_agent_latest_applied 1")
+    );
 }
 
 fn teardown_removes_everything_the_agent_made(backend: Backend) {

@@ -253,6 +253,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         && status::condition(&status, "Applied").is_some_and(|c| c.status == "True")
                     {
                         // Already enforced; a refused file before it is no longer the state.
+                        metrics.latest_applied.set(1);
                         if status::condition(&status, "Degraded").is_some_and(|c| c.reason == "InvalidState") {
                             set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "");
                             status_written = write_status(&sink, &status).await;
@@ -307,6 +308,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         Ok(report) => {
                             (names, resolved) = (wanted, now);
                             metrics.applies.get_or_create(&ResultLabel { result: "ok" }).inc();
+                            metrics.latest_applied.set(1);
                             metrics.peers.set(report.peers as i64);
                             metrics.rules.set(report.rules as i64);
                             tracing::info!(
@@ -346,6 +348,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         }
                         Err(e) => {
                             metrics.applies.get_or_create(&ResultLabel { result: "error" }).inc();
+                            metrics.latest_applied.set(0);
                             let reason = match &e {
                                 ApplyError::Invalid(_) => "InvalidSpec",
                                 _ => "ApplyFailed",
@@ -358,6 +361,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 Update::Rejected(reason) => {
                     metrics.rejected_states.inc();
+                    metrics.latest_applied.set(0);
                     tracing::error!(%reason, "desired state refused; the previous state stays enforced");
                     set_condition(&mut status.conditions, "Degraded", true, "InvalidState", &format!("{reason}; the previous state stays enforced"));
                     status_written = write_status(&sink, &status).await;

@@ -59,6 +59,7 @@ pub struct Metrics {
     pub applies: Family<ResultLabel, Counter>,
     pub drift_repairs: Family<KindLabel, Counter>,
     pub rejected_states: Counter,
+    pub latest_applied: Gauge,
     pub connections_cut: Counter,
     pub peers: Gauge,
     pub rules: Gauge,
@@ -89,6 +90,7 @@ impl Metrics {
             applies: Family::default(),
             drift_repairs: Family::default(),
             rejected_states: Counter::default(),
+            latest_applied: Gauge::default(),
             connections_cut: Counter::default(),
             peers: Gauge::default(),
             rules: Gauge::default(),
@@ -130,6 +132,11 @@ impl Metrics {
             "drift_repairs",
             "Drift found by a resync and repaired, by kind",
             metrics.drift_repairs.clone(),
+        );
+        prefix.register(
+            "latest_applied",
+            "1 when the latest NodePolicy revision received is enforced; 0 while it is not (it failed or was refused: the previous one stays enforced) or none has arrived",
+            metrics.latest_applied.clone(),
         );
         prefix.register(
             "rejected_states",
