@@ -122,11 +122,11 @@ fn every_rendering_is_valid_kubernetes() {
             .into_iter()
             .filter(|d| !d.is_null())
             .collect();
-        // 13 by default: with two operator replicas, a PodDisruptionBudget.
+        // 15 by default: with two operator replicas, a PodDisruptionBudget.
         let expected = if values["operator"]["replicas"] == 1 {
-            12
+            14
         } else {
-            13
+            15
         };
         assert_eq!(docs.len(), expected, "{values}: objects rendered");
         for doc in &docs {
@@ -469,6 +469,58 @@ fn the_operator_survives_drains_and_agents_never_overlap() {
     // One replica: no budget that would block every drain.
     let docs = render(&json!({ "operator": { "replicas": 1, "leaderElect": false } }));
     assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+}
+
+/// Prometheus finds both: a metrics Service per component on the port the
+/// pods listen on (the agents' headless: one endpoint per node), and with
+/// metrics.serviceMonitor.enabled a ServiceMonitor selecting each Service.
+#[test]
+fn metrics_are_reachable_through_services_and_service_monitors() {
+    let docs = render(&json!({ "metrics": { "serviceMonitor": {
+        "enabled": true, "labels": { "release": "prometheus" }, "interval": "15s" } } }));
+    for (component, workload, kind, port) in [
+        ("operator", "meshguard-operator", "Deployment", 9470),
+        ("agent", "meshguard-agent", "DaemonSet", 9471),
+    ] {
+        let service = find(&docs, "Service", &format!("{workload}-metrics"));
+        let pod_labels = &find(&docs, kind, workload)["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(
+                &pod_labels[k], v,
+                "{component}: the Service selects its pods"
+            );
+        }
+        let main = container(find(&docs, kind, workload), "containers", component).unwrap();
+        let listens = main["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "metrics")
+            .unwrap();
+        assert_eq!(listens["containerPort"], port);
+        assert_eq!(service["spec"]["ports"][0]["port"], port);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+        let monitor = find(&docs, "ServiceMonitor", workload);
+        assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(
+                &service["metadata"]["labels"][k], v,
+                "{component}: the monitor selects its Service"
+            );
+        }
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+        assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+    }
+    assert!(find(&docs, "Service", "meshguard-agent-metrics")["spec"]["clusterIP"] == "None");
+    // Off by default: no ServiceMonitor without the Prometheus Operator.
+    assert!(
+        !render(&json!({}))
+            .iter()
+            .any(|d| d["kind"] == "ServiceMonitor")
+    );
 }
 
 /// The alerts (metrics.prometheusRule), checked by promtool from Debian's
