@@ -8,20 +8,15 @@
 
 mod support;
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-};
-
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use meshguard_crds::{NodePolicy, NodePolicyStatus};
 use meshguard_operator::index::{Index, Update};
-use meshguard_testkit::tokens::{repo, venv_tool};
+use meshguard_testkit::tokens::repo;
 use serde_json::{Value, json};
-use support::cluster::*;
+use support::{cluster::*, scripts};
 
 fn now() -> Time {
     Time(Timestamp::now())
@@ -29,37 +24,20 @@ fn now() -> Time {
 
 /// (status, message) of each object, as Argo CD's health check says.
 fn health(objects: &[Value]) -> Vec<(String, String)> {
-    let mut child = Command::new(venv_tool("python"))
-        .arg(repo().join("scripts/argocd_health.py"))
-        .arg(repo().join("deploy/argocd/health.yaml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/argocd_health.py");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(json!({ "objects": objects }).to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (
-                v["status"].as_str().unwrap().to_owned(),
-                v["message"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
+    let health = repo().join("deploy/argocd/health.yaml");
+    scripts::json_lines(
+        "argocd_health.py",
+        &[&health],
+        &json!({ "objects": objects }),
+    )
+    .into_iter()
+    .map(|v| {
+        (
+            v["status"].as_str().unwrap().to_owned(),
+            v["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    })
+    .collect()
 }
 
 fn policy(index: &Index) -> Value {
@@ -77,9 +55,7 @@ fn health_follows_the_conditions_the_operator_and_the_agents_write() {
     let mut expected: Vec<(&str, &str)> = Vec::new();
 
     // Written, no agent has applied it yet: partly enforced.
-    let mut index = three_tier();
-    index.apply(Update::Chain(Box::new(api_key_chain())));
-    index.apply(Update::Secret(clients_secret()));
+    let mut index = with_chain();
     let plan = reconciler.plan(&index, &now());
     let node_policy: NodePolicy = plan.node_policies[0].clone();
     written_back(&mut index, &plan, false);
@@ -101,9 +77,7 @@ fn health_follows_the_conditions_the_operator_and_the_agents_write() {
     expected.push(("Degraded", "nodes keep its last accepted version"));
 
     // Applied, but no agent says it serves chains: not yet served.
-    let mut index = three_tier();
-    index.apply(Update::Chain(Box::new(api_key_chain())));
-    index.apply(Update::Secret(clients_secret()));
+    let mut index = with_chain();
     let mut fresh = self::reconciler();
     let plan = fresh.plan(&index, &now());
     written_back(&mut index, &plan, true);

@@ -8,21 +8,16 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    process::{Command, Stdio},
-};
+use std::collections::BTreeMap;
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use meshguard_crds::{NodePolicy, NodePolicyStatus};
-use meshguard_operator::index::Update;
-use meshguard_testkit::tokens::{repo, venv_tool};
+use meshguard_testkit::tokens::repo;
 use serde_json::{Value, json};
-use support::cluster::*;
+use support::{cluster::*, scripts};
 
 fn now() -> Time {
     Time(Timestamp::now())
@@ -36,34 +31,14 @@ fn columns(objects: &[Value]) -> Vec<BTreeMap<String, Option<String>>> {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .map(|p| serde_saphyr::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
         .collect();
-    let mut child = Command::new(venv_tool("python"))
-        .arg(repo().join("scripts/printer_columns.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/printer_columns.py");
-    let input = json!({ "crds": crds, "objects": objects });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let row: Value = serde_json::from_str(l).unwrap();
-            serde_json::from_value(row["columns"].clone()).unwrap()
-        })
-        .collect()
+    scripts::json_lines(
+        "printer_columns.py",
+        &[],
+        &json!({ "crds": crds, "objects": objects }),
+    )
+    .into_iter()
+    .map(|row| serde_json::from_value(row["columns"].clone()).unwrap())
+    .collect()
 }
 
 /// As the API server returns it: with a creation time.
@@ -76,9 +51,7 @@ fn served(mut object: Value) -> Value {
 
 #[test]
 fn every_column_shows_what_the_status_says() {
-    let mut index = three_tier();
-    index.apply(Update::Chain(Box::new(api_key_chain())));
-    index.apply(Update::Secret(clients_secret()));
+    let mut index = with_chain();
     let mut reconciler = reconciler();
     let plan = reconciler.plan(&index, &now());
     written_back(&mut index, &plan, true);

@@ -287,9 +287,7 @@ fn a_failing_in_policy_test_is_reported_with_the_case() {
 
 #[test]
 fn a_deleted_secret_rejects_the_chain_and_nodes_keep_its_last_good_version() {
-    let mut index = three_tier();
-    index.apply(Update::Chain(Box::new(api_key_chain())));
-    index.apply(Update::Secret(clients_secret()));
+    let mut index = with_chain();
     let mut reconciler = reconciler();
     let plan = reconciler.plan(&index, &now());
     let web = plan
@@ -359,9 +357,7 @@ fn audit_peers_are_listed_only_when_the_operator_is_asked() {
 /// Ready: the status says so instead of claiming "served".
 #[test]
 fn a_chain_is_ready_only_when_every_agent_reports_serving_it() {
-    let mut index = three_tier();
-    index.apply(Update::Chain(Box::new(api_key_chain())));
-    index.apply(Update::Secret(clients_secret()));
+    let mut index = with_chain();
     let mut reconciler = reconciler();
     let plan = reconciler.plan(&index, &now());
     written_back(&mut index, &plan, true);

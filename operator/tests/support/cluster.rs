@@ -109,6 +109,15 @@ pub fn three_tier() -> Index {
     index
 }
 
+/// [`three_tier`] with the `shop/orders` chain for the web nodes and its
+/// clients Secret.
+pub fn with_chain() -> Index {
+    let mut index = three_tier();
+    index.apply(Update::Chain(Box::new(api_key_chain())));
+    index.apply(Update::Secret(clients_secret()));
+    index
+}
+
 /// The index after the API server took what a plan wrote, and each agent
 /// reported `revision` applied when `applied` is set.
 pub fn written_back(index: &mut Index, plan: &meshguard_operator::reconcile::Plan, applied: bool) {
