@@ -27,7 +27,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meshguard_crds::NodePolicy;
 use meshguard_e2e::{
-    mesh::{Backend, Mesh},
+    mesh::{Backend, EBPF_PINS as PINS, Mesh},
     workload,
 };
 use serde_json::Value;
@@ -432,9 +432,6 @@ struct Filter<'a> {
     /// eBPF: `kernel.bpf_stats_enabled` before the run.
     stats_were: String,
 }
-
-/// Where the agent pins its links in a node's mount namespace.
-const PINS: &str = "/sys/fs/bpf/meshguard/meshguard0/v1";
 
 impl<'a> Filter<'a> {
     fn new(

@@ -21,7 +21,7 @@ pub enum Backend {
 }
 
 /// Where the eBPF backend pins what it attaches, in a node's mount namespace.
-const PINS: &str = "/sys/fs/bpf/meshguard/meshguard0/v1";
+pub const PINS: &str = "/sys/fs/bpf/meshguard/meshguard0/v1";
 
 impl Backend {
     /// As `--backend` and the NodePolicy status name it.

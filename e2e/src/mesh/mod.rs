@@ -27,7 +27,10 @@ use std::{
 
 use anyhow::{Context, bail};
 
-pub use self::{filter::Backend, probing::PASS_WITHIN};
+pub use self::{
+    filter::{Backend, PINS as EBPF_PINS},
+    probing::PASS_WITHIN,
+};
 use crate::netns::{self, Namespaces, host};
 pub use crate::probe::Traffic;
 
