@@ -106,6 +106,7 @@ fn every_rendering_is_valid_kubernetes() {
                     "extProc": { "listen": "127.0.0.1:9901", "unmatchedRoute": "allow" }
                 },
                 "operator": { "replicas": 1, "leaderElect": false },
+                "metrics": { "grafanaDashboard": { "enabled": true } },
                 "logFormat": "json",
                 "imagePullSecrets": [{ "name": "registry" }],
             }),
@@ -122,13 +123,9 @@ fn every_rendering_is_valid_kubernetes() {
             .into_iter()
             .filter(|d| !d.is_null())
             .collect();
-        // 15 by default: with two operator replicas, a PodDisruptionBudget.
-        let expected = if values["operator"]["replicas"] == 1 {
-            14
-        } else {
-            15
-        };
-        assert_eq!(docs.len(), expected, "{values}: objects rendered");
+        // 15 by default (two operator replicas: a PodDisruptionBudget);
+        // "edge" has one replica (no budget) and the dashboard's ConfigMap.
+        assert_eq!(docs.len(), 15, "{values}: objects rendered");
         for doc in &docs {
             let name = doc["metadata"]["name"].as_str().unwrap();
             assert!(name.starts_with(release), "{name} carries the release name");
@@ -521,6 +518,46 @@ fn metrics_are_reachable_through_services_and_service_monitors() {
             .iter()
             .any(|d| d["kind"] == "ServiceMonitor")
     );
+}
+
+/// metrics.grafanaDashboard: docs/grafana/meshguard.json, unchanged, in a
+/// ConfigMap Grafana's sidecar loads by its label; off by default. (The
+/// panels' queries are checked against real scrapes in e2e/tests/l7.rs.)
+#[test]
+fn the_dashboard_ships_in_a_config_map_for_grafanas_sidecar() {
+    let docs_copy =
+        std::fs::read_to_string(repo_root().join("docs/grafana/meshguard.json")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(repo_root().join("charts/meshguard/dashboards/meshguard.json"))
+            .unwrap(),
+        docs_copy,
+        "docs/grafana/meshguard.json is the chart's dashboard (copy it over)"
+    );
+    let dashboard: Value = serde_json::from_str(&docs_copy).unwrap();
+    assert_eq!(dashboard["uid"], "meshguard");
+
+    let docs = render(&json!({ "metrics": { "grafanaDashboard": { "enabled": true } } }));
+    let config_map = find(&docs, "ConfigMap", "meshguard-dashboard");
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(config_map["metadata"]["namespace"], "meshguard-system");
+    let shipped: Value =
+        serde_json::from_str(config_map["data"]["meshguard.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, dashboard);
+
+    let docs = render(&json!({ "metrics": { "grafanaDashboard": {
+        "enabled": true, "namespace": "monitoring",
+        "labels": { "dashboards": "network" }, "annotations": { "grafana_folder": "Network" } } } }));
+    let config_map = find(&docs, "ConfigMap", "meshguard-dashboard");
+    assert_eq!(config_map["metadata"]["namespace"], "monitoring");
+    assert_eq!(config_map["metadata"]["labels"]["dashboards"], "network");
+    // Helm merges maps: the default label stays unless set to null.
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        config_map["metadata"]["annotations"]["grafana_folder"],
+        "Network"
+    );
+
+    assert!(!render(&json!({})).iter().any(|d| d["kind"] == "ConfigMap"));
 }
 
 /// The alerts (metrics.prometheusRule), checked by promtool from Debian's

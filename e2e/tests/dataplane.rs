@@ -108,7 +108,7 @@ fn policies_hold_for_real_traffic(backend: Backend) {
     // Every drop and accept names its policy and rule.
     let metrics = mesh.metrics("app-1");
     assert!(
-        metrics.lines().any(|l| l.starts_with("meshguard_rule_packets_total{policy=\"tiers\",rule=\"web-to-app\",direction=\"ingress\"}") && !l.ends_with(" 0")),
+        metrics.lines().any(|l| l.starts_with("meshguard_rule_packets_total{policy=\"tiers\",rule=\"web-to-app\",direction=\"ingress\",verdict=\"allowed\"}") && !l.ends_with(" 0")),
         "{metrics}"
     );
     assert!(
@@ -118,7 +118,7 @@ fn policies_hold_for_real_traffic(backend: Backend) {
         "{metrics}"
     );
     let web = mesh.metrics("web-1");
-    assert!(web.lines().any(|l| l.contains("rule=\"default-deny\",direction=\"egress\"") && !l.ends_with(" 0")), "web's denied attempts are counted: {web}");
+    assert!(web.lines().any(|l| l.contains("rule=\"default-deny\",direction=\"egress\",verdict=\"dropped\"") && !l.ends_with(" 0")), "web's denied attempts are counted as drops: {web}");
     let status = mesh.status("db-1").unwrap();
     assert_eq!(
         (status.backend.as_deref(), status.peers),

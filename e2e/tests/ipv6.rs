@@ -85,7 +85,7 @@ fn an_ipv6_mesh_is_enforced(backend: Backend) {
     }
     let metrics = mesh.metrics("db-1");
     assert!(
-        metrics.lines().any(|l| l.starts_with("meshguard_rule_packets_total{policy=\"tiers\",rule=\"app-to-db\",direction=\"ingress\"}") && !l.ends_with(" 0")),
+        metrics.lines().any(|l| l.starts_with("meshguard_rule_packets_total{policy=\"tiers\",rule=\"app-to-db\",direction=\"ingress\",verdict=\"allowed\"}") && !l.ends_with(" 0")),
         "{metrics}"
     );
     if backend == Backend::Iptables {

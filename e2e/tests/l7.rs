@@ -10,6 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use meshguard_e2e::{
+    dashboard,
     l7::{self, EXT_PROC, Route},
     mesh::Mesh,
     netns::Namespaces,
@@ -428,6 +429,27 @@ fn chains_are_enforced_through_a_real_envoy_and_predicted_by_check_request() {
     for kind in ["apiKey", "jwt", "rateLimit", "headers", "access"] {
         let line = format!("meshguard_agent_l7_step_duration_seconds_count{{kind=\"{kind}\"}} ");
         assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
+
+    // The Grafana dashboard and the alerts query only metrics and labels
+    // this agent and the real operator export; after this traffic every
+    // family the dashboard reads has samples, so every label filter is
+    // checked too.
+    let operator = dashboard::scrape_operator().unwrap();
+    let report = dashboard::check(&dashboard::shipped(), &[&metrics, &operator]).unwrap();
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+    assert!(
+        report.labels_unchecked.is_empty(),
+        "{:?}",
+        report.labels_unchecked
+    );
+    for name in [
+        "meshguard_rule_packets_total",
+        "meshguard_agent_l7_requests_total",
+        "meshguard_agent_l7_step_duration_seconds_bucket",
+        "meshguard_agent_latest_applied",
+    ] {
+        assert!(report.metrics.iter().any(|m| m == name), "{report:?}");
     }
 
     // The agent gone: Envoy fails closed.

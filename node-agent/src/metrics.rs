@@ -1,7 +1,8 @@
 //! `/metrics`: what the agent did (applies, their duration, drift repairs,
 //! refused states), what it enforces (peers, rules), and per rule, read from
-//! the kernel at each scrape, packets and bytes labelled by policy, rule and
-//! direction — so every drop names its policy and rule.
+//! the kernel at each scrape, packets and bytes labelled by policy, rule,
+//! direction and what the packets got — so every drop names its policy and
+//! rule.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::backend::RuleCounter;
+use crate::backend::{RuleCounter, counted::Counted};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -53,6 +54,21 @@ pub struct StepKindLabel {
     pub kind: &'static str,
 }
 
+/// What a resync repairs: the backends' [`crate::backend::Drift`] kinds and
+/// the reconciler's own (routes, interface, peers).
+const DRIFT_KINDS: [&str; 7] = [
+    "rules",
+    "hooks",
+    "sets",
+    "programs",
+    "routes",
+    "interface",
+    "peers",
+];
+
+/// The results of a JWKS fetch: `ok` and each `FetchError::label`.
+const FETCH_RESULTS: [&str; 5] = ["ok", "invalid", "http_error", "timeout", "unreachable"];
+
 pub struct Metrics {
     pub backend: Family<BackendLabels, Gauge>,
     pub apply_seconds: Histogram,
@@ -80,7 +96,7 @@ impl Metrics {
     /// The metrics, registered; `rule_counters` is asked at each scrape.
     pub fn new(
         registry: &mut Registry,
-        rule_counters: Arc<dyn Fn() -> Vec<RuleCounter> + Send + Sync>,
+        rule_counters: Arc<dyn Fn() -> Vec<(RuleCounter, Counted)> + Send + Sync>,
     ) -> Arc<Metrics> {
         let metrics = Metrics {
             backend: Family::default(),
@@ -112,6 +128,23 @@ impl Metrics {
             jwks_sets: Gauge::default(),
             jwks_missing: Gauge::default(),
         };
+        // The label values known ahead at 0 from the start, so that rate()
+        // and increase() — and the alerts built on them — see the first
+        // failure, repair or refusal.
+        for result in ["ok", "error"] {
+            let _ = metrics.applies.get_or_create(&ResultLabel { result });
+        }
+        for kind in DRIFT_KINDS {
+            let _ = metrics.drift_repairs.get_or_create(&KindLabel { kind });
+        }
+        for result in FETCH_RESULTS {
+            let _ = metrics.jwks_fetches.get_or_create(&ResultLabel { result });
+        }
+        let _ = metrics.l7_requests.get_or_create(&RequestLabels {
+            chain: "-".into(),
+            step: String::new(),
+            outcome: "unmatched",
+        });
         let prefix = registry.sub_registry_with_prefix("meshguard_agent");
         prefix.register(
             "backend",
@@ -222,7 +255,7 @@ impl Metrics {
 
 /// Per-rule kernel counters, read at scrape time.
 struct RuleCollector {
-    read: Arc<dyn Fn() -> Vec<RuleCounter> + Send + Sync>,
+    read: Arc<dyn Fn() -> Vec<(RuleCounter, Counted)> + Send + Sync>,
 }
 
 impl std::fmt::Debug for RuleCollector {
@@ -236,6 +269,8 @@ struct RuleLabels {
     policy: String,
     rule: String,
     direction: &'static str,
+    /// What the packets got (`backend::counted`): `dropped` picks the drops.
+    verdict: &'static str,
 }
 
 impl Collector for RuleCollector {
@@ -244,13 +279,13 @@ impl Collector for RuleCollector {
         for (name, help, bytes) in [
             (
                 "meshguard_rule_packets",
-                "Packets that matched a rule (meshguard:* ids are the agent's own rules)",
+                "Packets that matched a rule, by what they got (verdict: allowed, dropped, logged, audited, retired); meshguard:* ids are the agent's own rules",
                 false,
             ),
             ("meshguard_rule_bytes", "Bytes that matched a rule", true),
         ] {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for c in &counters {
+            for (c, got) in &counters {
                 let (policy, rule) =
                     c.id.split_once('/')
                         .unwrap_or(("meshguard", c.id.trim_start_matches("meshguard:")));
@@ -258,6 +293,7 @@ impl Collector for RuleCollector {
                     policy: policy.to_owned(),
                     rule: rule.to_owned(),
                     direction: c.direction.label(),
+                    verdict: got.label(),
                 };
                 let value = ConstCounter::new(if bytes { c.bytes } else { c.packets });
                 value.encode(metric.encode_family(&labels)?)?;

@@ -28,7 +28,10 @@ use ipnet::IpNet;
 use meshguard_crds::NodePolicySpec;
 
 use crate::{
-    backend::{Backend, BackendError, Changes, Enforcement, Filter, RuleCounter},
+    backend::{
+        Backend, BackendError, Changes, Enforcement, Filter, RuleCounter,
+        counted::{Counted, counted},
+    },
     command::CommandError,
     conntrack,
     desired::{self, Desired, Invalid},
@@ -431,8 +434,17 @@ impl Reconciler {
         }
     }
 
-    pub fn counters(&mut self) -> Result<Vec<RuleCounter>, BackendError> {
-        self.backend.counters()
+    /// The backend's per-rule counters, each with what its packets got
+    /// under the state last applied.
+    pub fn counters(&mut self) -> Result<Vec<(RuleCounter, Counted)>, BackendError> {
+        let counters = self.backend.counters()?;
+        Ok(counters
+            .into_iter()
+            .map(|c| {
+                let got = counted(&c, self.current.as_ref(), self.settings.enforcement);
+                (c, got)
+            })
+            .collect())
     }
 
     /// Removes everything the agent created: peers, routes, rules, sets.

@@ -4,6 +4,7 @@
 //! mesh interface, maps pinned under a bpffs).
 
 pub mod contract;
+pub mod counted;
 pub mod ebpf;
 pub mod iptables;
 

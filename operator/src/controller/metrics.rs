@@ -13,6 +13,15 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// The kinds the operator writes.
+pub const KINDS: [&str; 5] = [
+    "MeshPolicy",
+    "PolicyChain",
+    "MeshNode",
+    "NodePolicy",
+    "Event",
+];
+
 pub struct Metrics {
     /// Reconcile passes (one per burst of changes), by the kind written.
     pub reconciles: Family<KindLabel, Counter>,
@@ -77,6 +86,13 @@ impl Metrics {
             "NodePolicies deleted because their MeshNode went",
             metrics.node_policy_deletes.clone(),
         );
+        // Every kind at 0 from the start, so that rate() and increase() —
+        // and the alerts built on them — see the first write and the first
+        // failure of each kind.
+        for kind in KINDS {
+            let _ = metrics.reconciles.get_or_create(&Metrics::kind(kind));
+            let _ = metrics.errors.get_or_create(&Metrics::kind(kind));
+        }
         metrics
     }
 
