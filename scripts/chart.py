@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """The Helm chart without a helm binary (helm-python-sdk bundles the Helm SDK).
 
-  chart.py render [--values JSON] [--release NAME] [--namespace NS]
+  chart.py render [--values JSON] [--release NAME] [--namespace NS] [--hooks WHICH]
       prints the rendered templates (NOTES.txt aside), in template order,
-      each under a `# Source:` line, as `helm template` would
+      each under a `# Source:` line, as `helm template` would; `--hooks
+      exclude` leaves out the objects annotated helm.sh/hook (the uninstall
+      hook), `--hooks only` prints only those
   chart.py lint [--values JSON]
       `helm lint --strict`; prints every finding, exits 1 on a warning or
       an error (information such as "icon is recommended" passes)
   chart.py notes [--values JSON]
       prints the rendered NOTES.txt
 
-`make manifests` writes deploy/meshguard.yaml with `render`; the tests call
-all three. Errors (bad values, a template that fails) go to stderr, exit 1.
+`make manifests` writes deploy/meshguard.yaml (`--hooks exclude`) and
+deploy/uninstall.yaml (`--hooks only`) with `render`; the tests call all
+three. Errors (bad values, a template that fails) go to stderr, exit 1.
 """
 
 import argparse
@@ -20,12 +23,27 @@ import pathlib
 import sys
 
 import helm_python
+import yaml
 
 CHART = pathlib.Path(__file__).resolve().parent.parent / "charts" / "meshguard"
 
 
 def render(chart, values, release, namespace):
     return chart.render(values, name=release, namespace=namespace, is_install=True)
+
+
+def is_hook(document):
+    meta = (yaml.safe_load(document) or {}).get("metadata") or {}
+    return "helm.sh/hook" in (meta.get("annotations") or {})
+
+
+def select(text, hooks):
+    """The documents of one template's text that `hooks` keeps."""
+    if hooks == "include":
+        return text
+    keep = (lambda d: is_hook(d)) if hooks == "only" else (lambda d: not is_hook(d))
+    documents = [d.strip() for d in text.split("\n---") if d.strip()]
+    return "\n---\n".join(d for d in documents if keep(d))
 
 
 def main():
@@ -35,6 +53,7 @@ def main():
     parser.add_argument("--release", default="meshguard")
     parser.add_argument("--namespace", default="meshguard-system")
     parser.add_argument("--chart", default=str(CHART))
+    parser.add_argument("--hooks", choices=["include", "exclude", "only"], default="include")
     args = parser.parse_args()
     values = json.loads(args.values)
     try:
@@ -56,8 +75,10 @@ def main():
             return 0
         out = []
         for path in sorted(rendered):
-            text = rendered[path].strip()
-            if path.endswith("NOTES.txt") or not text:
+            if path.endswith("NOTES.txt"):
+                continue
+            text = select(rendered[path].strip(), args.hooks).strip()
+            if not text:
                 continue
             out.append(f"---\n# Source: {path}\n{text}\n")
         print("".join(out), end="")

@@ -24,7 +24,16 @@ fn chart(command: &str, values: &Value, release: &str, namespace: &str) -> Outpu
 }
 
 fn render_text(values: &Value) -> String {
-    let output = chart("render", values, "meshguard", "meshguard-system");
+    render_hooks(values, "include")
+}
+
+/// `hooks`: `include` (as `helm template`), `exclude` or `only`.
+fn render_hooks(values: &Value, hooks: &str) -> String {
+    let output = Command::new(venv_tool("python"))
+        .arg(repo_root().join("scripts/chart.py"))
+        .args(["render", "--values", &values.to_string(), "--hooks", hooks])
+        .output()
+        .expect("run scripts/chart.py");
     assert!(
         output.status.success(),
         "render {values}: {}",
@@ -123,9 +132,10 @@ fn every_rendering_is_valid_kubernetes() {
             .into_iter()
             .filter(|d| !d.is_null())
             .collect();
-        // 15 by default (two operator replicas: a PodDisruptionBudget);
-        // "edge" has one replica (no budget) and the dashboard's ConfigMap.
-        assert_eq!(docs.len(), 15, "{values}: objects rendered");
+        // 15 by default (two operator replicas: a PodDisruptionBudget) and
+        // the uninstall hook's 5; "edge" has one replica (no budget) and the
+        // dashboard's ConfigMap.
+        assert_eq!(docs.len(), 20, "{values}: objects rendered");
         for doc in &docs {
             let name = doc["metadata"]["name"].as_str().unwrap();
             assert!(name.starts_with(release), "{name} carries the release name");
@@ -520,6 +530,176 @@ fn metrics_are_reachable_through_services_and_service_monitors() {
     );
 }
 
+/// The uninstall hook (`helm uninstall`'s pre-delete): RBAC, then a
+/// teardown DaemonSet placed, configured and privileged exactly as the
+/// agents are (so it runs on each of their nodes and finds what they made),
+/// then the Job Helm waits for, naming both DaemonSets. Off with
+/// uninstall.teardown=false.
+#[test]
+fn the_uninstall_hook_reaches_every_node_the_agents_run_on() {
+    let values = json!({
+        "agent": {
+            "backend": "ebpf", "wireguard": "kernel", "stateDir": "/opt/meshguard",
+            "nodeSelector": { "mesh": "yes" },
+            "tolerations": [{ "operator": "Exists" }],
+            "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "edge", "operator": "DoesNotExist" }] }] } } },
+            "priorityClassName": "system-node-critical"
+        },
+        "mesh": { "interface": "wg-mesh", "cidr": "100.100.0.0/16" },
+        "uninstall": { "timeout": "3m" },
+    });
+    let docs = render(&values);
+    let hooks: Vec<&Value> = docs
+        .iter()
+        .filter(|d| !d["metadata"]["annotations"]["helm.sh/hook"].is_null())
+        .collect();
+    let weights: Vec<(String, String)> = hooks
+        .iter()
+        .map(|d| {
+            let annotations = &d["metadata"]["annotations"];
+            assert_eq!(annotations["helm.sh/hook"], "pre-delete");
+            assert_eq!(
+                annotations["helm.sh/hook-delete-policy"],
+                "before-hook-creation,hook-succeeded"
+            );
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                annotations["helm.sh/hook-weight"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let weight = |kind: &str| &weights.iter().find(|(k, _)| k == kind).unwrap().1;
+    assert_eq!(weights.len(), 5, "{weights:?}");
+    for kind in ["ServiceAccount", "Role", "RoleBinding"] {
+        assert_eq!(weight(kind), "-10", "{kind} before what uses it");
+    }
+    assert_eq!(weight("DaemonSet"), "-5");
+    assert_eq!(weight("Job"), "0", "the Job last: Helm waits for it");
+
+    let agent = find(&docs, "DaemonSet", "meshguard-agent");
+    let teardown = find(&docs, "DaemonSet", "meshguard-teardown");
+    let (pod, agent_pod) = (
+        &teardown["spec"]["template"]["spec"],
+        &agent["spec"]["template"]["spec"],
+    );
+    for field in [
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "priorityClassName",
+        "hostNetwork",
+    ] {
+        assert!(!agent_pod[field].is_null(), "{field}");
+        assert_eq!(
+            pod[field], agent_pod[field],
+            "{field}: where the agents run"
+        );
+    }
+    let (tearing, running) = (
+        container(teardown, "containers", "teardown").unwrap(),
+        container(agent, "containers", "agent").unwrap(),
+    );
+    for name in [
+        "MESHGUARD_INTERFACE",
+        "MESHGUARD_MESH_CIDR",
+        "MESHGUARD_WIREGUARD",
+        "MESHGUARD_UAPI_SOCKET",
+        "MESHGUARD_AGENT_LOCK",
+    ] {
+        assert_eq!(env_value(tearing, name), env_value(running, name), "{name}");
+    }
+    assert_eq!(env_value(tearing, "MESHGUARD_INTERFACE"), "wg-mesh");
+    assert_eq!(
+        env_value(tearing, "MESHGUARD_AGENT_LOCK"),
+        "/opt/meshguard/wg-mesh.lock"
+    );
+    assert_eq!(
+        tearing["securityContext"]["capabilities"],
+        running["securityContext"]["capabilities"]
+    );
+    // Every host path the agent mounts, mounted at the same place.
+    let host_mounts = |pod: &Value, main: &Value| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| !v["hostPath"].is_null())
+            .map(|v| {
+                let at = main["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["name"] == v["name"])
+                    .unwrap();
+                (
+                    v["hostPath"]["path"].as_str().unwrap().to_owned(),
+                    at["mountPath"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let mounted = host_mounts(pod, tearing);
+    assert_eq!(mounted, host_mounts(agent_pod, running));
+    assert!(mounted.contains(&("/sys/fs/bpf".into(), "/sys/fs/bpf".into())));
+    assert!(mounted.contains(&("/opt/meshguard".into(), "/opt/meshguard".into())));
+    let command = tearing["command"].as_array().unwrap();
+    assert!(
+        command[2]
+            .as_str()
+            .unwrap()
+            .starts_with("meshguard-agent teardown --wait-for-agent && "),
+        "{command:?}"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+
+    let job = find(&docs, "Job", "meshguard-uninstall");
+    let job_pod = &job["spec"]["template"]["spec"];
+    let args: Vec<&str> = job_pod["containers"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "meshguard-operator",
+            "uninstall",
+            "--namespace=meshguard-system",
+            "--agent-daemonset=meshguard-agent",
+            "--teardown-daemonset=meshguard-teardown",
+            "--timeout=3m",
+        ]
+    );
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    assert_eq!(job_pod["serviceAccountName"], "meshguard-uninstall");
+    let binding = find(&docs, "RoleBinding", "meshguard-uninstall");
+    assert_eq!(binding["roleRef"]["name"], "meshguard-uninstall");
+    assert_eq!(binding["subjects"][0]["name"], "meshguard-uninstall");
+    // Only the agents' DaemonSet may be deleted.
+    let role = find(&docs, "Role", "meshguard-uninstall");
+    let deletes: Vec<&Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verbs"].as_array().unwrap().contains(&json!("delete")))
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0]["resourceNames"], json!(["meshguard-agent"]));
+
+    let off = render(&json!({ "uninstall": { "teardown": false } }));
+    assert!(
+        !off.iter()
+            .any(|d| !d["metadata"]["annotations"]["helm.sh/hook"].is_null())
+    );
+}
+
 /// metrics.grafanaDashboard: docs/grafana/meshguard.json, unchanged, in a
 /// ConfigMap Grafana's sidecar loads by its label; off by default. (The
 /// panels' queries are checked against real scrapes in e2e/tests/l7.rs.)
@@ -756,12 +936,26 @@ fn bad_values_are_refused_naming_the_field() {
 fn deploy_manifest_is_the_default_rendering() {
     let expected = format!(
         "# Generated by `make manifests` from charts/meshguard with its default values. Do not edit.\n{}",
-        render_text(&json!({}))
+        render_hooks(&json!({}), "exclude")
     );
     let actual = std::fs::read_to_string(repo_root().join("deploy/meshguard.yaml")).unwrap();
     assert!(
         actual == expected,
         "deploy/meshguard.yaml differs from the chart: run `make manifests` and commit the result"
+    );
+    assert!(
+        !actual.contains("helm.sh/hook"),
+        "kubectl apply would run the hook at once"
+    );
+    let expected = format!(
+        "# Generated by `make manifests`: the chart's uninstall hook, for installs made with kubectl\n\
+         # (docs/operations.md). Not part of kustomization.yaml. Do not edit.\n{}",
+        render_hooks(&json!({}), "only")
+    );
+    let actual = std::fs::read_to_string(repo_root().join("deploy/uninstall.yaml")).unwrap();
+    assert!(
+        actual == expected,
+        "deploy/uninstall.yaml differs from the chart: run `make manifests` and commit the result"
     );
     // Everything the kustomization lists exists, and the namespace the
     // rendering assumes is created with the Pod Security level it needs.
@@ -779,6 +973,10 @@ fn deploy_manifest_is_the_default_rendering() {
         assert!(repo_root().join("deploy").join(file).exists(), "{file}");
     }
     assert!(listed.contains(&"namespace.yaml") && listed.contains(&"meshguard.yaml"));
+    assert!(
+        !listed.contains(&"uninstall.yaml"),
+        "applied only to uninstall"
+    );
     let namespace: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo_root().join("deploy/namespace.yaml")).unwrap(),
     )

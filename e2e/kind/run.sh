@@ -177,3 +177,25 @@ kubectl label meshnode "$quarantined" meshguard.io/quarantine=true --overwrite
 converge "$before"
 check
 log "passed: no disagreement between meshguard check and the cluster, before and after the change"
+
+log "helm uninstall: the pre-delete hook tears down every node"
+helm uninstall meshguard --namespace "$namespace" --wait --timeout 5m
+for node in $(kind get nodes --name "$cluster"); do
+  # What the agents made: the interface, chains and hooks, sets, routes.
+  left="$(docker exec "$node" sh -c "
+    ip -o link show meshguard0 2>/dev/null
+    iptables-save 2>/dev/null | grep MESHGUARD
+    ip6tables-save 2>/dev/null | grep MESHGUARD
+    ipset list -n 2>/dev/null | grep '^mg'
+    ip route show proto 109 2>/dev/null
+    ls /sys/fs/bpf/meshguard 2>/dev/null
+  " || true)"
+  if [ -n "$left" ]; then
+    echo "after helm uninstall, $node still has:" >&2
+    echo "$left" >&2
+    exit 1
+  fi
+done
+remaining="$(kubectl -n "$namespace" get daemonsets,jobs -o name)"
+[ -z "$remaining" ] || { echo "left in $namespace: $remaining" >&2; exit 1; }
+log "passed: helm uninstall left nothing on $(kind get nodes --name "$cluster" | wc -l) nodes"

@@ -9,7 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::time::Duration;
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use meshguard_e2e::mesh::{
     Backend, Mesh, Traffic,
@@ -118,7 +121,12 @@ fn policies_hold_for_real_traffic(backend: Backend) {
         "{metrics}"
     );
     let web = mesh.metrics("web-1");
-    assert!(web.lines().any(|l| l.contains("rule=\"default-deny\",direction=\"egress\",verdict=\"dropped\"") && !l.ends_with(" 0")), "web's denied attempts are counted as drops: {web}");
+    assert!(
+        web.lines().any(|l| l
+            .contains("rule=\"default-deny\",direction=\"egress\",verdict=\"dropped\"")
+            && !l.ends_with(" 0")),
+        "web's denied attempts are counted as drops: {web}"
+    );
     let status = mesh.status("db-1").unwrap();
     assert_eq!(
         (status.backend.as_deref(), status.peers),
@@ -387,16 +395,58 @@ fn a_corrupt_or_foreign_state_is_refused_and_the_previous_stays(backend: Backend
     );
 }
 
-fn teardown_removes_everything_the_agent_made(backend: Backend) {
+fn teardown_waits_for_the_agent_then_removes_everything_it_made(backend: Backend) {
     let mut mesh = mesh(backend, &[]);
-    mesh.stop_agent("db-1").unwrap();
     assert!(
         !mesh.filter_leftovers("db-1").is_empty(),
         "enforcing before"
     );
+    // As the chart's uninstall hook runs it: started beside the agent, it
+    // waits for the agent to stop (its lock), then removes everything.
     let agent = mesh.agent_bin().display().to_string();
-    mesh.exec("db-1", &agent, &["teardown", "--wireguard", "uapi"])
-        .unwrap();
+    let lock = mesh.agent_lock("db-1").display().to_string();
+    let mut teardown = Reaped(
+        mesh.command(
+            "db-1",
+            &agent,
+            &[
+                "teardown",
+                "--wireguard",
+                "uapi",
+                "--wait-for-agent",
+                "--agent-lock",
+                &lock,
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        teardown.0.try_wait().unwrap().is_none(),
+        "the teardown waits while the agent runs"
+    );
+    assert!(
+        !mesh.filter_leftovers("db-1").is_empty(),
+        "and removes nothing meanwhile"
+    );
+    assert!(mesh.tcp("app-1", "db-1", 5432), "nor stops enforcement");
+    mesh.stop_agent("db-1").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = teardown.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the teardown did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(teardown.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("waiting for it to stop"), "{log}");
     assert_eq!(mesh.filter_leftovers("db-1"), Vec::<String>::new());
     assert!(
         mesh.exec("db-1", "iptables", &["-w", "-S", "MESHGUARD-IN"])
@@ -425,6 +475,16 @@ fn teardown_removes_everything_the_agent_made(backend: Backend) {
         "routes gone"
     );
     assert!(mesh.wg_peers("db-1").is_empty(), "peers gone");
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `--backend auto` where the eBPF programs cannot load (here: no usable
@@ -494,5 +554,5 @@ meshguard_e2e::for_each_backend!(
     without_the_tunnel_daemon_nothing_leaves_in_cleartext,
     a_resync_repairs_drift,
     a_corrupt_or_foreign_state_is_refused_and_the_previous_stays,
-    teardown_removes_everything_the_agent_made,
+    teardown_waits_for_the_agent_then_removes_everything_it_made,
 );

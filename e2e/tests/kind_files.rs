@@ -105,6 +105,21 @@ fn the_image_holds_every_program_the_chart_and_the_run_start() {
         programs,
         ["boringtun-cli", "meshguard-agent", "meshguard-operator"]
     );
+    // The uninstall hook: the Job runs the operator's binary, the teardown
+    // pods a shell line (meshguard-agent, then touch and sleep, with a
+    // `test -f` readiness probe): Debian's sh and coreutils.
+    let hook = deploy::uninstall_documents().unwrap();
+    let mut hook_programs: Vec<&str> = hook
+        .iter()
+        .flat_map(deploy::containers)
+        .map(|c| c["command"][0].as_str().unwrap())
+        .collect();
+    hook_programs.sort();
+    assert_eq!(hook_programs, ["meshguard-operator", "sh"]);
+    assert!(
+        dockerfile.contains("FROM debian:${DEBIAN}-slim AS runtime"),
+        "sh, test, touch and sleep come with Debian"
+    );
     // run.sh probes through `mesh-probe` and `ping` (the e2e target).
     programs.extend(["mesh-probe".to_owned(), "meshguard".to_owned()]);
     for program in &programs {

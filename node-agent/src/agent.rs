@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     backend::{Backend, Enforcement, Family, ebpf::Ebpf, iptables::Iptables},
-    cli::{BackendKind, Common, RunArgs, UnmatchedRoute, WireGuardMode},
+    cli::{BackendKind, Common, RunArgs, TeardownArgs, UnmatchedRoute, WireGuardMode},
     endpoints::{self, Endpoints},
     http::{self, Shared},
     keys::KeyPair,
@@ -29,6 +29,7 @@ use crate::{
         jwks::{Fetched, Fetcher, Kept, RemoteJwks, Settings as JwksSettings},
         server::{self, Answered, Processor},
     },
+    lock::AgentLock,
     metrics::{BackendLabels, KindLabel, Metrics, RequestLabels, ResultLabel, StepKindLabel},
     netdev::Netdev,
     reconcile::{ApplyError, Reconciler, Settings},
@@ -108,6 +109,14 @@ fn backend(
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Held for the agent's life: one agent per interface.
+    let path = args.common.agent_lock();
+    let _lock = tokio::task::spawn_blocking(move || {
+        AgentLock::acquire(&path, || {
+            tracing::warn!(lock = %path.display(), "another agent runs for this interface; waiting for it to stop");
+        })
+    })
+    .await??;
     let keys = KeyPair::load_or_create(&args.private_key)?;
     let public_key = keys.public_base64();
     tracing::info!(node = %args.node, public_key = %keys.public_base64(), "starting");
@@ -543,7 +552,19 @@ async fn write_status(sink: &Sink, status: &NodePolicyStatus) -> bool {
 }
 
 /// `meshguard-agent teardown`.
-pub fn teardown(common: &Common) -> anyhow::Result<()> {
+pub fn teardown(args: &TeardownArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    // Held until everything is removed: no agent starts meanwhile.
+    let _lock = if args.wait_for_agent {
+        let path = common.agent_lock();
+        let lock = AgentLock::acquire(&path, || {
+            tracing::info!(lock = %path.display(), "an agent runs for this interface; waiting for it to stop");
+        })?;
+        tracing::info!(interface = %common.interface, "no agent runs; tearing down");
+        Some(lock)
+    } else {
+        None
+    };
     // Whichever backend ran: each removes only what is its own (the eBPF
     // backend's pins and the leak guard it keeps in iptables included).
     Iptables::new(&common.interface, families()).teardown()?;

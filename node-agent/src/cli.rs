@@ -108,6 +108,16 @@ pub struct Common {
         default_value = "/sys/fs/bpf"
     )]
     pub bpffs: PathBuf,
+    /// A file the running agent keeps locked (flock), one per interface: a
+    /// second agent for the interface waits until the first has stopped,
+    /// and `teardown --wait-for-agent` until no agent runs.
+    #[arg(
+        long,
+        env = "MESHGUARD_AGENT_LOCK",
+        value_name = "PATH",
+        default_value = "/var/lib/meshguard/<interface>.lock"
+    )]
+    pub agent_lock: String,
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +230,12 @@ pub struct RunArgs {
 pub struct TeardownArgs {
     #[command(flatten)]
     pub common: Common,
+    /// First wait until no agent runs for the interface (`--agent-lock` is
+    /// free), and keep it from starting until the teardown is done: the
+    /// chart's uninstall hook starts this on every node, then stops the
+    /// agents.
+    #[arg(long)]
+    pub wait_for_agent: bool,
 }
 
 impl RunArgs {
@@ -233,6 +249,10 @@ impl RunArgs {
 impl Common {
     pub fn uapi_socket(&self) -> PathBuf {
         PathBuf::from(self.uapi_socket.replace("<interface>", &self.interface))
+    }
+
+    pub fn agent_lock(&self) -> PathBuf {
+        PathBuf::from(self.agent_lock.replace("<interface>", &self.interface))
     }
 }
 

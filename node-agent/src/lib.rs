@@ -23,6 +23,7 @@ pub mod endpoints;
 pub mod http;
 pub mod keys;
 pub mod l7;
+pub mod lock;
 pub mod metrics;
 pub mod netdev;
 pub mod reconcile;

@@ -7,7 +7,9 @@
 
 use clap::CommandFactory;
 use meshguard_agent::{cli::Cli, state::kube::PERMISSIONS};
-use meshguard_testkit::deploy::{assert_no_wildcards, component, env_names, grants, needed};
+use meshguard_testkit::deploy::{
+    assert_no_wildcards, component, env_names, grants, needed, uninstall_documents,
+};
 
 #[test]
 fn the_cluster_role_grants_exactly_what_the_agent_requests() {
@@ -45,6 +47,27 @@ fn the_daemonset_sets_only_run_flags() {
         assert!(
             flags.contains(name),
             "{name} is not a `meshguard-agent run` flag"
+        );
+    }
+}
+
+/// The uninstall hook's teardown pods set only `meshguard-agent teardown`
+/// flags, the uninstall Job only `meshguard-operator` ones (its log format).
+#[test]
+fn the_teardown_daemonset_sets_only_teardown_flags() {
+    let command = Cli::command();
+    let teardown = command.find_subcommand("teardown").unwrap();
+    let flags: Vec<String> = teardown
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    let docs = uninstall_documents().unwrap();
+    let set = env_names(&docs, "DaemonSet", "teardown").unwrap();
+    assert!(set.contains("MESHGUARD_AGENT_LOCK"), "{set:?}");
+    for name in &set {
+        assert!(
+            flags.contains(name),
+            "{name} is not a `meshguard-agent teardown` flag"
         );
     }
 }

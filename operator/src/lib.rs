@@ -14,7 +14,9 @@
 //! ```
 //!
 //! [`index`] and [`reconcile`] do no I/O, so the tests drive them with plain
-//! values; [`controller`] is the only module that talks to the API server.
+//! values; [`controller`] is the only module that talks to the API server,
+//! besides [`uninstall`] (`meshguard-operator uninstall`, the chart's
+//! pre-delete hook).
 //! The semantics (selectors, evaluation, compilation) live in
 //! `meshguard-policy`, shared with the offline `meshguard` CLI.
 
@@ -23,3 +25,4 @@
 pub mod controller;
 pub mod index;
 pub mod reconcile;
+pub mod uninstall;

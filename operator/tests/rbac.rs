@@ -5,8 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use clap::CommandFactory;
-use meshguard_operator::controller::{cli::Flags, rbac::PERMISSIONS};
-use meshguard_testkit::deploy::{assert_no_wildcards, component, env_names, grants, needed};
+use meshguard_operator::{
+    controller::{cli::Flags, rbac::PERMISSIONS},
+    uninstall,
+};
+use meshguard_testkit::deploy::{
+    assert_no_wildcards, component, env_names, grants, needed, uninstall_documents,
+};
 
 #[test]
 fn the_roles_grant_exactly_what_the_operator_requests() {
@@ -48,4 +53,17 @@ fn the_deployment_sets_only_flags() {
             "{name} is not a meshguard-operator flag"
         );
     }
+}
+
+/// The uninstall hook's Job (`meshguard-operator uninstall`): its Role
+/// grants exactly what the command requests, in the release's namespace.
+#[test]
+fn the_uninstall_role_grants_exactly_what_the_command_requests() {
+    let docs = uninstall_documents().unwrap();
+    let granted = grants(&docs);
+    assert_no_wildcards(&granted);
+    assert_eq!(granted, needed(uninstall::PERMISSIONS));
+    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole"));
+    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert_eq!(role["metadata"]["namespace"], "meshguard-system");
 }

@@ -3,6 +3,7 @@
 //! report (logs, metrics, WireGuard peers, memory).
 
 use std::{
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -98,10 +99,14 @@ impl Mesh {
         if !extra.contains(&"--resync-interval") {
             args.extend(["--resync-interval".to_owned(), "1s".to_owned()]);
         }
+        // Every node of the mesh names its interface meshguard0 and shares
+        // the machine's /var/lib: a lock of its own.
+        let lock = self.agent_lock(name);
         for (flag, path) in [
             ("--state-file", &state),
             ("--status-file", &status),
             ("--private-key", &key),
+            ("--agent-lock", &lock),
         ] {
             args.extend([flag.to_owned(), path.display().to_string()]);
         }
@@ -115,6 +120,11 @@ impl Mesh {
             .spawn()?;
         self.node_mut(name).agent = Some(child);
         Ok(())
+    }
+
+    /// The node's agent lock (`--agent-lock`), for `teardown --wait-for-agent`.
+    pub fn agent_lock(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.lock"))
     }
 
     pub fn start_agents(&mut self, extra: &[&str]) -> anyhow::Result<()> {
@@ -167,6 +177,12 @@ impl Mesh {
             bail!("mesh-probe serve on {name} did not start (ports {tcp:?} {udp:?} in use?)");
         }
         Ok(())
+    }
+
+    /// A program in the node's namespaces, for a caller that runs and
+    /// reaps it itself.
+    pub fn command(&self, name: &str, program: &str, args: &[&str]) -> Command {
+        self.node(name).ns.command(program, args)
     }
 
     /// Starts a program in the node's namespaces, stopped with the mesh.

@@ -17,7 +17,18 @@ pub type Grants = BTreeMap<(String, String), BTreeSet<String>>;
 
 /// Every object in `deploy/meshguard.yaml`.
 pub fn documents() -> anyhow::Result<Vec<Value>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/meshguard.yaml");
+    documents_of("meshguard.yaml")
+}
+
+/// Every object of the chart's uninstall hook (`deploy/uninstall.yaml`).
+pub fn uninstall_documents() -> anyhow::Result<Vec<Value>> {
+    documents_of("uninstall.yaml")
+}
+
+fn documents_of(file: &str) -> anyhow::Result<Vec<Value>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(file);
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     serde_saphyr::from_multiple(&text).with_context(|| format!("{}: not YAML", path.display()))
 }

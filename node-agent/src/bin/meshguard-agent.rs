@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Teardown(args) => {
             init_logging(args.common.log_format);
-            agent::teardown(&args.common)
+            agent::teardown(&args)
         }
         Command::Run(args) => {
             init_logging(args.common.log_format);

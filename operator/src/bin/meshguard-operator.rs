@@ -1,9 +1,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use meshguard_operator::controller::{
-    cli::{Flags, LogFormat},
-    run,
+use meshguard_operator::{
+    controller::{
+        cli::{Flags, LogFormat, OperatorCommand, UninstallArgs},
+        run,
+    },
+    uninstall,
 };
 
 fn init_logging(format: LogFormat) {
@@ -19,6 +22,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+async fn teardown(args: &UninstallArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let settings = uninstall::Settings {
+        namespace: args.namespace.clone(),
+        agent: args.agent_daemonset.clone(),
+        teardown: args.teardown_daemonset.clone(),
+        timeout: args.timeout,
+        poll: std::time::Duration::from_secs(2),
+    };
+    let nodes = uninstall::run(client, &settings).await?;
+    println!("meshguard torn down on {nodes} nodes");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let flags = Flags::parse();
     init_logging(flags.log_format);
@@ -26,7 +43,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run::run(flags)));
+        .and_then(|runtime| match flags.command {
+            Some(OperatorCommand::Uninstall(ref args)) => runtime.block_on(teardown(args)),
+            None => runtime.block_on(run::run(flags)),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use meshguard_policy::addresses::Prefix;
 
@@ -17,9 +17,13 @@ pub enum LogFormat {
 #[command(
     name = "meshguard-operator",
     version,
-    about = "The meshguard operator: compiles MeshPolicies, PolicyChains and MeshNodes into one NodePolicy per node"
+    about = "The meshguard operator: compiles MeshPolicies, PolicyChains and MeshNodes into one NodePolicy per node",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Flags {
+    /// Without one, the operator runs.
+    #[command(subcommand)]
+    pub command: Option<OperatorCommand>,
     /// Mesh IPs are allocated from here (MeshNodes without spec.meshIP).
     #[arg(long, env = "MESHGUARD_MESH_CIDR", default_value = "100.96.0.0/12", value_parser = meshguard_policy::addresses::parse_mesh_cidr)]
     pub mesh_cidr: Prefix,
@@ -66,6 +70,30 @@ pub struct Flags {
     /// Log lines as text for people or JSON for collectors (level: RUST_LOG, default info).
     #[arg(long, env = "MESHGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Stop the agents and remove what they made on every node: the chart's
+    /// pre-delete hook (a Job), beside its teardown DaemonSet.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// The release's namespace.
+    #[arg(long, env = "MESHGUARD_NAMESPACE")]
+    pub namespace: String,
+    /// The agents' DaemonSet, deleted first.
+    #[arg(long)]
+    pub agent_daemonset: String,
+    /// The teardown DaemonSet, waited for until every pod is Ready.
+    #[arg(long)]
+    pub teardown_daemonset: String,
+    /// How long to wait for every node (`4m`): keep it below Helm's
+    /// `--timeout` so that this Job says which nodes are not done.
+    #[arg(long, default_value = "4m", value_parser = duration)]
+    pub timeout: Duration,
 }
 
 impl Flags {
@@ -116,5 +144,26 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("is not a CIDR"), "{err}");
         assert!(Flags::try_parse_from(["meshguard-operator", "--debounce", "5d"]).is_err());
+        assert!(flags.command.is_none());
+        let flags = Flags::try_parse_from([
+            "meshguard-operator",
+            "uninstall",
+            "--namespace",
+            "net",
+            "--agent-daemonset",
+            "mg-agent",
+            "--teardown-daemonset",
+            "mg-teardown",
+        ])
+        .unwrap();
+        let Some(OperatorCommand::Uninstall(args)) = flags.command else {
+            panic!("{flags:?}");
+        };
+        assert_eq!(args.timeout, Duration::from_secs(240));
+        assert!(
+            Flags::try_parse_from(["meshguard-operator", "--leader-elect", "false", "uninstall"])
+                .is_err(),
+            "the operator's flags are not the uninstall's"
+        );
     }
 }
