@@ -33,41 +33,35 @@ fn the_cluster_role_grants_exactly_what_the_agent_requests() {
     );
 }
 
-#[test]
-fn the_daemonset_sets_only_run_flags() {
+/// Panics naming a variable of `set` that is no flag of `meshguard-agent <subcommand>`.
+fn assert_only_flags(subcommand: &str, set: &std::collections::BTreeSet<String>) {
     let command = Cli::command();
-    let run = command.find_subcommand("run").unwrap();
-    let flags: Vec<String> = run
+    let flags: Vec<String> = command
+        .find_subcommand(subcommand)
+        .unwrap()
         .get_arguments()
         .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
         .collect();
-    let set = env_names(&component("agent").unwrap(), "DaemonSet", "agent").unwrap();
-    assert!(set.len() >= 10, "{set:?}");
-    for name in &set {
+    for name in set {
         assert!(
             flags.contains(name),
-            "{name} is not a `meshguard-agent run` flag"
+            "{name} is not a `meshguard-agent {subcommand}` flag"
         );
     }
 }
 
+#[test]
+fn the_daemonset_sets_only_run_flags() {
+    let set = env_names(&component("agent").unwrap(), "DaemonSet", "agent").unwrap();
+    assert!(set.len() >= 10, "{set:?}");
+    assert_only_flags("run", &set);
+}
+
 /// The uninstall hook's teardown pods set only `meshguard-agent teardown`
-/// flags, the uninstall Job only `meshguard-operator` ones (its log format).
+/// flags.
 #[test]
 fn the_teardown_daemonset_sets_only_teardown_flags() {
-    let command = Cli::command();
-    let teardown = command.find_subcommand("teardown").unwrap();
-    let flags: Vec<String> = teardown
-        .get_arguments()
-        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
-        .collect();
-    let docs = uninstall_documents().unwrap();
-    let set = env_names(&docs, "DaemonSet", "teardown").unwrap();
+    let set = env_names(&uninstall_documents().unwrap(), "DaemonSet", "teardown").unwrap();
     assert!(set.contains("MESHGUARD_AGENT_LOCK"), "{set:?}");
-    for name in &set {
-        assert!(
-            flags.contains(name),
-            "{name} is not a `meshguard-agent teardown` flag"
-        );
-    }
+    assert_only_flags("teardown", &set);
 }
