@@ -648,13 +648,19 @@ fn the_uninstall_hook_reaches_every_node_the_agents_run_on() {
     assert_eq!(mounted, host_mounts(agent_pod, running));
     assert!(mounted.contains(&("/sys/fs/bpf".into(), "/sys/fs/bpf".into())));
     assert!(mounted.contains(&("/opt/meshguard".into(), "/opt/meshguard".into())));
-    let command = tearing["command"].as_array().unwrap();
-    assert!(
-        command[2]
-            .as_str()
-            .unwrap()
-            .starts_with("meshguard-agent teardown --wait-for-agent && "),
-        "{command:?}"
+    assert_eq!(
+        tearing["command"],
+        json!([
+            "meshguard-agent",
+            "teardown",
+            "--wait-for-agent",
+            "--hold",
+            "--done-file=/run/teardown/done"
+        ])
+    );
+    assert_eq!(
+        tearing["readinessProbe"]["exec"]["command"],
+        json!(["test", "-f", "/run/teardown/done"])
     );
     assert_eq!(pod["automountServiceAccountToken"], false);
 

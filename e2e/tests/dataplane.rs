@@ -402,31 +402,32 @@ fn teardown_waits_for_the_agent_then_removes_everything_it_made(backend: Backend
         "enforcing before"
     );
     // As the chart's uninstall hook runs it: started beside the agent, it
-    // waits for the agent to stop (its lock), then removes everything.
+    // waits for the agent to stop (its lock), removes everything, then
+    // holds the lock until SIGTERM.
     let agent = mesh.agent_bin().display().to_string();
-    let lock = mesh.agent_lock("db-1").display().to_string();
+    let lock = format!("--agent-lock={}", mesh.agent_lock("db-1").display());
+    let done = mesh.dir.join("db-1.torn-down");
+    let done_flag = format!("--done-file={}", done.display());
+    let args = [
+        "teardown",
+        "--wireguard",
+        "uapi",
+        "--wait-for-agent",
+        "--hold",
+        &done_flag,
+        &lock,
+    ];
     let mut teardown = Reaped(
-        mesh.command(
-            "db-1",
-            &agent,
-            &[
-                "teardown",
-                "--wireguard",
-                "uapi",
-                "--wait-for-agent",
-                "--agent-lock",
-                &lock,
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
+        mesh.command("db-1", &agent, &args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
     );
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        teardown.0.try_wait().unwrap().is_none(),
+        teardown.0.try_wait().unwrap().is_none() && !done.exists(),
         "the teardown waits while the agent runs"
     );
     assert!(
@@ -436,17 +437,14 @@ fn teardown_waits_for_the_agent_then_removes_everything_it_made(backend: Backend
     assert!(mesh.tcp("app-1", "db-1", 5432), "nor stops enforcement");
     mesh.stop_agent("db-1").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = teardown.0.try_wait().unwrap() {
-            break status;
-        }
+    while !done.exists() {
+        assert!(
+            teardown.0.try_wait().unwrap().is_none(),
+            "the teardown exited before it was done"
+        );
         assert!(Instant::now() < deadline, "the teardown did not finish");
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut log = String::new();
-    std::io::Read::read_to_string(teardown.0.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert!(status.success(), "{log}");
-    assert!(log.contains("waiting for it to stop"), "{log}");
+    }
     assert_eq!(mesh.filter_leftovers("db-1"), Vec::<String>::new());
     assert!(
         mesh.exec("db-1", "iptables", &["-w", "-S", "MESHGUARD-IN"])
@@ -475,6 +473,41 @@ fn teardown_waits_for_the_agent_then_removes_everything_it_made(backend: Backend
         "routes gone"
     );
     assert!(mesh.wg_peers("db-1").is_empty(), "peers gone");
+
+    // Held: an agent starting now (a restart, a node just added) waits
+    // instead of enforcing again, until the teardown is stopped.
+    mesh.start_agent("db-1", &[]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        mesh.filter_leftovers("db-1"),
+        Vec::<String>::new(),
+        "an agent enforced while the teardown held its lock"
+    );
+    let pid = teardown.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = teardown.0.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(teardown.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("waiting for it to stop") && log.contains("holding the agent lock"),
+        "{log}"
+    );
+    // (The status file still says the revision before the teardown.)
+    let deadline = Instant::now() + APPLY;
+    while mesh.filter_leftovers("db-1").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not enforce once the lock was free"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A child process killed when the test ends, passed or not.

@@ -106,8 +106,8 @@ fn the_image_holds_every_program_the_chart_and_the_run_start() {
         ["boringtun-cli", "meshguard-agent", "meshguard-operator"]
     );
     // The uninstall hook: the Job runs the operator's binary, the teardown
-    // pods a shell line (meshguard-agent, then touch and sleep, with a
-    // `test -f` readiness probe): Debian's sh and coreutils.
+    // pods the agent's, with a `test -f` readiness probe (Debian's
+    // coreutils).
     let hook = deploy::uninstall_documents().unwrap();
     let mut hook_programs: Vec<&str> = hook
         .iter()
@@ -115,10 +115,10 @@ fn the_image_holds_every_program_the_chart_and_the_run_start() {
         .map(|c| c["command"][0].as_str().unwrap())
         .collect();
     hook_programs.sort();
-    assert_eq!(hook_programs, ["meshguard-operator", "sh"]);
+    assert_eq!(hook_programs, ["meshguard-agent", "meshguard-operator"]);
     assert!(
         dockerfile.contains("FROM debian:${DEBIAN}-slim AS runtime"),
-        "sh, test, touch and sleep come with Debian"
+        "test comes with Debian"
     );
     // run.sh probes through `mesh-probe` and `ping` (the e2e target).
     programs.extend(["mesh-probe".to_owned(), "meshguard".to_owned()]);

@@ -592,5 +592,26 @@ pub fn teardown(args: &TeardownArgs) -> anyhow::Result<()> {
         // The daemon owns the interface; its address is ours.
         let _ = crate::command::run("ip", &["addr", "flush", "dev", &common.interface], None);
     }
+    tracing::info!(interface = %common.interface, "torn down");
+    if let Some(done) = &args.done_file {
+        std::fs::write(done, b"torn down\n")
+            .with_context(|| format!("writing {}", done.display()))?;
+    }
+    if args.hold {
+        tracing::info!("holding the agent lock until stopped");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(stopped())?;
+    }
     Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stopped() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => Ok(()),
+        result = tokio::signal::ctrl_c() => result,
+    }
 }

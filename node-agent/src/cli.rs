@@ -236,6 +236,15 @@ pub struct TeardownArgs {
     /// agents.
     #[arg(long)]
     pub wait_for_agent: bool,
+    /// After the teardown, keep the lock until stopped (SIGTERM, Ctrl-C):
+    /// an agent that starts meanwhile (restarted, or on a node just added)
+    /// waits instead of enforcing again. The chart's hook holds until Helm
+    /// has deleted the agents.
+    #[arg(long, requires = "wait_for_agent")]
+    pub hold: bool,
+    /// Written once the teardown is done (the hook's readiness).
+    #[arg(long, value_name = "PATH")]
+    pub done_file: Option<PathBuf>,
 }
 
 impl RunArgs {

@@ -7,9 +7,10 @@
 //! ```text
 //!  weight -10  ServiceAccount, Role, RoleBinding   (this Job's rights only)
 //!  weight  -5  DaemonSet <release>-teardown        (every node the agents run on)
-//!                each pod: meshguard-agent teardown --wait-for-agent
+//!                each pod: meshguard-agent teardown --wait-for-agent --hold
 //!                  waits for the node's agent to stop (its lock), removes
-//!                  everything, then reports Ready
+//!                  everything, reports Ready, keeps the lock (an agent
+//!                  restarting meanwhile waits instead of enforcing)
 //!  weight   0  Job <release>-uninstall             (Helm waits for it)
 //!                1. delete DaemonSet <release>-agent: the agents stop
 //!                2. wait until every teardown pod is Ready ─▶ exit 0
