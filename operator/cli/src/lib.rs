@@ -11,6 +11,8 @@
 //!                 └─▶ prepare: members (mesh IPs by ipam), diagnostics
 //!                        ├─▶ validate: every object, the policies' tests
 //!                        ├─▶ check: one flow or --flows, by meshguard_policy::evaluate
+//!                        ├─▶ diff: two sides prepared, every flow that changes verdict,
+//!                        │         by meshguard_policy::diff
 //!                        └─▶ compile: one NodePolicy per member, by meshguard_policy::compile
 //! ```
 //!
@@ -22,6 +24,7 @@ mod args;
 mod check;
 mod check_request;
 mod compile;
+mod diff;
 mod load;
 mod prepare;
 mod validate;
@@ -39,7 +42,7 @@ pub use prepare::{Prepared, prepare, prepare_with};
 #[command(
     name = "meshguard",
     version,
-    about = "Offline tools for meshguard policies: validate, check a flow, compile NodePolicies",
+    about = "Offline tools for meshguard policies: validate, check a flow, diff two versions, compile NodePolicies",
     long_about = "Offline tools for meshguard policies.\n\nInputs are the manifests you apply: MeshPolicy, PolicyChain, MeshNode, Secret and ConfigMap documents in files or directories (recursive *.yaml, *.yml, *.json; multi-document; kind: List). Other kinds are ignored.\n\nExit codes: 0 success, 1 a failed check or test, 2 bad input."
 )]
 pub struct Cli {
@@ -64,6 +67,13 @@ pub enum Command {
     ///
     /// Exit 0 when the request would pass, 1 when it would be refused, 2 on bad input.
     CheckRequest(check_request::CheckRequestArgs),
+    /// Every flow whose verdict changes between two sets of manifests, exactly.
+    ///
+    /// Members come from both sides (one present on a side only is added or
+    /// removed: it has no flows where it is absent). Exit 0 when nothing
+    /// changes, 1 when something does (with `--fail-on opened`: only when a
+    /// flow opens), 2 on bad input.
+    Diff(diff::DiffArgs),
     /// Write one NodePolicy per member to <OUT>/<member>.yaml.
     ///
     /// Nothing is written unless every input is valid.
@@ -87,6 +97,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     match cli.command {
         Command::Validate { inputs } => validate::run(&inputs, out, err),
         Command::Check(args) => check::run(&args, out, err),
+        Command::Diff(args) => diff::run(&args, out, err),
         Command::CheckRequest(args) => check_request::run(&args, out, err),
         Command::Compile {
             inputs,

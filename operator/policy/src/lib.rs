@@ -35,6 +35,7 @@
 pub mod addresses;
 pub mod compile;
 pub mod diagnostics;
+pub mod diff;
 pub mod evaluate;
 pub mod ipam;
 pub mod l7;

@@ -1,0 +1,427 @@
+//! `meshguard diff`: who can talk to whom differently after a change —
+//! every flow whose verdict changes, exactly (`meshguard_policy::diff`),
+//! for a reviewer (text, markdown for a pull request comment) or a pipeline
+//! (JSON, exit codes, `--fail-on opened`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    io::Write,
+    path::PathBuf,
+};
+
+use clap::{Args, ValueEnum};
+use meshguard_crds::{Protocol, Verdict};
+use meshguard_policy::{
+    addresses::{self, Prefix},
+    compile::Compiled,
+    diff::{By, Decided, Diff, End, GroupChange, PeerChange, diff},
+};
+use serde::Serialize;
+
+use crate::{
+    args::{InputArgs, exit},
+    prepare::prepare,
+};
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The manifests before the change: a file or directory; repeat for more.
+    #[arg(long, value_name = "PATH", required = true)]
+    pub before: Vec<PathBuf>,
+    /// The manifests after the change: a file or directory; repeat for more.
+    #[arg(long, value_name = "PATH", required = true)]
+    pub after: Vec<PathBuf>,
+    /// Where members without a mesh IP get one, in name order (both sides).
+    #[arg(long, value_name = "CIDR", default_value = "100.96.0.0/12", value_parser = addresses::parse_mesh_cidr)]
+    pub mesh_cidr: Prefix,
+    /// The WireGuard port NodePolicies give every member.
+    #[arg(long, value_name = "PORT", default_value_t = 51820)]
+    pub listen_port: u16,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: DiffOutput,
+    /// What makes the exit code 1: any change, or only a flow that opens
+    /// (Deny → Allow), for pipelines that let tightening through unreviewed.
+    #[arg(long, value_enum, default_value = "any")]
+    pub fail_on: FailOn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiffOutput {
+    /// Grouped: ends that behave alike on both sides on one line.
+    Text,
+    /// Every change on its own, with a summary.
+    Json,
+    /// Grouped, as a table for a pull request comment.
+    Markdown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Any,
+    Opened,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonChange<'a> {
+    from: String,
+    to: String,
+    protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ports: Option<String>,
+    before: Verdict,
+    after: Verdict,
+    before_by: Option<&'a By>,
+    after_by: Option<&'a By>,
+    peer_change: Option<&'static str>,
+}
+
+#[derive(Serialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    flows_opened: usize,
+    flows_closed: usize,
+    peers_added: usize,
+    peers_removed: usize,
+}
+
+#[derive(Serialize)]
+struct Members<'a> {
+    added: &'a [String],
+    removed: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonDiff<'a> {
+    changes: Vec<JsonChange<'a>>,
+    summary: Summary,
+    members: Members<'a>,
+}
+
+pub fn run(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
+    let side = |files: &Vec<PathBuf>| InputArgs {
+        files: files.clone(),
+        mesh_cidr: args.mesh_cidr,
+        listen_port: args.listen_port,
+    };
+    let before = match prepare(&side(&args.before), err)? {
+        Ok(prepared) => prepared,
+        Err(code) => return Ok(code),
+    };
+    let after = match prepare(&side(&args.after), err)? {
+        Ok(prepared) => prepared,
+        Err(code) => return Ok(code),
+    };
+    let found = diff(&before.compiled, &after.compiled);
+    let summary = summarize(&found);
+    match args.output {
+        DiffOutput::Json => {
+            let report = JsonDiff {
+                changes: found
+                    .flows()
+                    .map(|(from, to, change)| JsonChange {
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        protocol: change.protocol,
+                        ports: ports_text(change),
+                        before: change.before.verdict,
+                        after: change.after.verdict,
+                        before_by: change.before.by.as_ref(),
+                        after_by: change.after.by.as_ref(),
+                        peer_change: found.peer_change(from, to).map(peer_text),
+                    })
+                    .collect(),
+                summary,
+                members: Members {
+                    added: &found.added,
+                    removed: &found.removed,
+                },
+            };
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)?;
+        }
+        DiffOutput::Text => text(&found, &after.compiled, &before.compiled, summary, out)?,
+        DiffOutput::Markdown => markdown(&found, &after.compiled, &before.compiled, summary, out)?,
+    }
+    let failed = match args.fail_on {
+        FailOn::Any => summary.flows_opened + summary.flows_closed > 0,
+        FailOn::Opened => summary.flows_opened > 0,
+    };
+    Ok(if failed { exit::FAILED } else { exit::OK })
+}
+
+fn summarize(found: &Diff) -> Summary {
+    let mut summary = Summary::default();
+    for (_, _, change) in found.flows() {
+        match change.after.verdict {
+            Verdict::Allow => summary.flows_opened += 1,
+            Verdict::Deny => summary.flows_closed += 1,
+        }
+    }
+    for (_, change) in found.peer_changes() {
+        match change {
+            PeerChange::Added => summary.peers_added += 1,
+            PeerChange::Removed => summary.peers_removed += 1,
+        }
+    }
+    summary
+}
+
+fn ports_text(change: &GroupChange) -> Option<String> {
+    match change.ports {
+        None | Some((1, u16::MAX)) => None,
+        Some((lo, hi)) if lo == hi => Some(lo.to_string()),
+        Some((lo, hi)) => Some(format!("{lo}-{hi}")),
+    }
+}
+
+fn peer_text(change: PeerChange) -> &'static str {
+    match change {
+        PeerChange::Added => "added",
+        PeerChange::Removed => "removed",
+    }
+}
+
+fn traffic(change: &GroupChange) -> String {
+    match ports_text(change) {
+        Some(ports) => format!("{:?}/{ports}", change.protocol),
+        None if change.protocol.has_ports() => format!("{:?} (all ports)", change.protocol),
+        None => format!("{:?}", change.protocol),
+    }
+}
+
+fn decided(d: &Decided) -> String {
+    match &d.by {
+        Some(by) => format!("{:?} ({}/{})", d.verdict, by.policy, by.rule),
+        None => format!("{:?} (default deny)", d.verdict),
+    }
+}
+
+/// A group by what its members share: `role=web (12 members)`, or their
+/// names; a lone end by itself.
+fn group_label(ends: &[End], after: &Compiled, before: &Compiled) -> String {
+    if ends.len() == 1 {
+        return ends[0].to_string();
+    }
+    let labels = |name: &str| {
+        after
+            .member(name)
+            .or_else(|| before.member(name))
+            .map(|m| m.labels.clone())
+            .unwrap_or_default()
+    };
+    let mut names = ends.iter().filter_map(|e| match e {
+        End::Member(name) => Some(name.as_str()),
+        End::Addresses { .. } => None,
+    });
+    let first = names.next().map(labels).unwrap_or_default();
+    let common: BTreeMap<String, String> = first
+        .into_iter()
+        .filter(|(k, v)| {
+            ends.iter().all(|e| match e {
+                End::Member(name) => labels(name).get(k) == Some(v),
+                End::Addresses { .. } => false,
+            })
+        })
+        .collect();
+    let everyone: BTreeSet<&str> = after
+        .members()
+        .iter()
+        .chain(before.members())
+        .map(|m| m.name.as_str())
+        .collect();
+    let named: BTreeSet<&str> = ends
+        .iter()
+        .filter_map(|e| match e {
+            End::Member(name) => Some(name.as_str()),
+            End::Addresses { .. } => None,
+        })
+        .collect();
+    let missing: Vec<&str> = everyone.difference(&named).copied().collect();
+    if named.len() == ends.len() && named.len() > 3 && missing.len() <= 2 {
+        return match missing.as_slice() {
+            [] => format!("every member ({})", named.len()),
+            _ => format!("every member but {} ({})", missing.join(", "), named.len()),
+        };
+    }
+    if common.is_empty() {
+        const SHOWN: usize = 8;
+        let shown: Vec<String> = ends.iter().take(SHOWN).map(End::to_string).collect();
+        match ends.len() {
+            n if n > SHOWN => format!("{} (+{} more)", shown.join(", "), n - SHOWN),
+            _ => shown.join(", "),
+        }
+    } else {
+        let selector: Vec<String> = common.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{} ({} members)", selector.join(","), ends.len())
+    }
+}
+
+/// The changes for people: groups whose change is the same (traffic,
+/// before, after) merged, first by source then by destination, labelled,
+/// in a stable order.
+fn ordered<'a>(
+    found: &'a Diff,
+    after: &Compiled,
+    before: &Compiled,
+) -> Vec<(String, String, &'a GroupChange)> {
+    type Same<'a> = (u8, Option<(u16, u16)>, &'a Decided, &'a Decided);
+    /// Groups on one side of merged changes, and one of the changes.
+    type Merged<'a> = (Vec<usize>, &'a GroupChange);
+    let same =
+        |c: &'a GroupChange| -> Same<'a> { (c.protocol as u8, c.ports, &c.before, &c.after) };
+    // (`diff` leaves out a lone member with itself: every change holds flows.)
+    let mut sources: BTreeMap<(usize, String), Merged<'a>> = BTreeMap::new();
+    let mut keys: HashMap<Same<'a>, String> = HashMap::new();
+    for c in &found.changes {
+        let n = keys.len();
+        let key = keys.entry(same(c)).or_insert_with(|| n.to_string()).clone();
+        sources
+            .entry((c.to, key))
+            .or_insert((Vec::new(), c))
+            .0
+            .push(c.from);
+    }
+    let mut targets: BTreeMap<(Vec<usize>, String), Merged<'a>> = BTreeMap::new();
+    for ((to, key), (mut from, c)) in sources {
+        from.sort_unstable();
+        targets
+            .entry((from, key))
+            .or_insert((Vec::new(), c))
+            .0
+            .push(to);
+    }
+    let ends = |groups: &[usize]| -> Vec<End> {
+        let mut ends: Vec<End> = groups
+            .iter()
+            .flat_map(|&g| found.groups[g].iter().cloned())
+            .collect();
+        ends.sort();
+        ends
+    };
+    let mut rows: Vec<(String, String, &GroupChange)> = targets
+        .into_iter()
+        .map(|((from, _), (to, c))| {
+            (
+                group_label(&ends(&from), after, before),
+                group_label(&ends(&to), after, before),
+                c,
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.0, &a.1, a.2.protocol as u8, a.2.ports).cmp(&(
+            &b.0,
+            &b.1,
+            b.2.protocol as u8,
+            b.2.ports,
+        ))
+    });
+    rows
+}
+
+fn text(
+    found: &Diff,
+    after: &Compiled,
+    before: &Compiled,
+    summary: Summary,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    for name in &found.added {
+        writeln!(out, "member added: {name}")?;
+    }
+    for name in &found.removed {
+        writeln!(out, "member removed: {name}")?;
+    }
+    let rows = ordered(found, after, before);
+    if rows.is_empty() {
+        writeln!(out, "no flow changes verdict")?;
+    }
+    for (from, to, change) in rows {
+        writeln!(
+            out,
+            "{from} → {to} {}: {} → {}",
+            traffic(change),
+            decided(&change.before),
+            decided(&change.after)
+        )?;
+    }
+    let mut peers: Vec<_> = found.peer_changes().collect();
+    peers.sort();
+    for ((a, b), change) in peers {
+        writeln!(out, "peers {}: {a} ↔ {b}", peer_text(*change))?;
+    }
+    writeln!(
+        out,
+        "{} flows opened, {} closed; {} peer pairs added, {} removed",
+        summary.flows_opened, summary.flows_closed, summary.peers_added, summary.peers_removed
+    )?;
+    Ok(())
+}
+
+fn markdown(
+    found: &Diff,
+    after: &Compiled,
+    before: &Compiled,
+    summary: Summary,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    writeln!(out, "### meshguard diff\n")?;
+    writeln!(
+        out,
+        "**{} flows opened, {} closed**; {} peer pairs added, {} removed.\n",
+        summary.flows_opened, summary.flows_closed, summary.peers_added, summary.peers_removed
+    )?;
+    if !found.added.is_empty() || !found.removed.is_empty() {
+        writeln!(
+            out,
+            "Members added: {}. Members removed: {}.\n",
+            list(&found.added),
+            list(&found.removed)
+        )?;
+    }
+    let rows = ordered(found, after, before);
+    if rows.is_empty() {
+        writeln!(out, "No flow changes verdict.")?;
+        return Ok(());
+    }
+    writeln!(out, "| From | To | Traffic | Before | After |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    for (from, to, change) in rows {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            cell(&from),
+            cell(&to),
+            traffic(change),
+            cell(&decided(&change.before)),
+            cell(&decided(&change.after))
+        )?;
+    }
+    let mut peers: Vec<_> = found.peer_changes().collect();
+    peers.sort();
+    if !peers.is_empty() {
+        writeln!(out)?;
+        for ((a, b), change) in peers {
+            writeln!(out, "- peers {}: `{a}` ↔ `{b}`", peer_text(*change))?;
+        }
+    }
+    Ok(())
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Markdown table cells cannot hold `|`.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}

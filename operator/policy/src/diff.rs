@@ -1,0 +1,492 @@
+//! Every flow whose verdict differs between two compiled policy sets —
+//! exact, not sampled: `meshguard diff`.
+//!
+//! ```text
+//!  members (both sides, by name) ──signatures on both sides──▶ groups ─┐
+//!  CIDR boundaries (both sides) ──regions minus member IPs──▶ groups ─┤
+//!                                                                     ▼
+//!   per pair of groups: the rules that can match it on each side,
+//!   their port boundaries per protocol ─▶ segments ─▶ before / after
+//!   decision per segment ─▶ merged runs whose verdict differs
+//! ```
+//!
+//! Members whose mesh IPs match the same selectors on both sides behave
+//! alike in every rule of both sides (semantics 2–4 read nothing else), so
+//! one representative per group decides for all of them. The addresses that
+//! are no member's (on either side) are cut by every CIDR boundary of both
+//! sides into regions every CIDR selector matches entirely or not at all.
+//! Within one pair and protocol, a decision can only change at a port where
+//! some rule's range starts or ends. A member present on one side only has
+//! no flows on the other: every flow of it there is a Deny with no rule.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use meshguard_crds::{Action, Protocol, Verdict};
+
+use crate::{
+    addresses::Prefix,
+    compile::Compiled,
+    members::{Endpoint, Member},
+    policy_set::PolicySet,
+};
+
+/// One end of the flows of a change.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum End {
+    Member(String),
+    /// The addresses of `prefix` outside `except` that are no member's
+    /// mesh IP (on either side).
+    Addresses {
+        prefix: Prefix,
+        except: Vec<Prefix>,
+    },
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Member(name) => f.write_str(name),
+            End::Addresses { prefix, except } if except.is_empty() => write!(f, "{prefix}"),
+            End::Addresses { prefix, except } => {
+                let except: Vec<String> = except.iter().map(Prefix::to_string).collect();
+                write!(f, "{prefix} except {}", except.join(", "))
+            }
+        }
+    }
+}
+
+/// The rule that decided, as `policy` and `rule` (its name or index).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct By {
+    pub policy: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Decided {
+    pub verdict: Verdict,
+    /// `None`: the default deny (or, for a member absent on that side, no flow at all).
+    pub by: Option<By>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerChange {
+    Added,
+    Removed,
+}
+
+/// Flows from every end of `from` to every end of `to` (a group each) over
+/// `protocol` and `ports` (inclusive; `None`: ICMP) change verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupChange {
+    pub from: usize,
+    pub to: usize,
+    pub protocol: Protocol,
+    pub ports: Option<(u16, u16)>,
+    pub before: Decided,
+    pub after: Decided,
+}
+
+/// The answer: groups of ends that behave alike on both sides, and the
+/// changes between groups.
+#[derive(Clone, Debug, Default)]
+pub struct Diff {
+    pub groups: Vec<Vec<End>>,
+    pub changes: Vec<GroupChange>,
+    /// Members only the after side has, and only the before side has.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    peers: HashMap<(String, String), PeerChange>,
+}
+
+impl Diff {
+    /// How the WireGuard peer relation of two members changes (`None`: not
+    /// at all, or not two members).
+    pub fn peer_change(&self, a: &End, b: &End) -> Option<PeerChange> {
+        match (a, b) {
+            (End::Member(a), End::Member(b)) => {
+                let key = if a < b {
+                    (a.clone(), b.clone())
+                } else {
+                    (b.clone(), a.clone())
+                };
+                self.peers.get(&key).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// Member pairs whose peer relation changes, each once.
+    pub fn peer_changes(&self) -> impl Iterator<Item = (&(String, String), &PeerChange)> {
+        self.peers.iter()
+    }
+
+    /// Every single change: one per (from, to) end pair of each group
+    /// change, a member never with itself.
+    pub fn flows(&self) -> impl Iterator<Item = (&End, &End, &GroupChange)> {
+        self.changes.iter().flat_map(move |change| {
+            self.groups[change.from].iter().flat_map(move |from| {
+                self.groups[change.to]
+                    .iter()
+                    .filter(move |to| *to != from || matches!(from, End::Addresses { .. }))
+                    .map(move |to| (from, to, change))
+            })
+        })
+    }
+}
+
+/// One side of the comparison.
+struct Side<'a> {
+    set: &'a PolicySet,
+    members: HashMap<&'a str, &'a Member>,
+}
+
+impl<'a> Side<'a> {
+    fn new(compiled: &'a Compiled) -> Side<'a> {
+        Side {
+            set: compiled.policy_set(),
+            members: compiled
+                .members()
+                .iter()
+                .map(|m| (m.name.as_str(), m))
+                .collect(),
+        }
+    }
+
+    fn signature(&self, end: &Endpoint<'_>) -> Vec<bool> {
+        self.set
+            .selectors
+            .iter()
+            .map(|s| match end {
+                Endpoint::Member(m) => s.matches_member(m),
+                Endpoint::Address(ip) => s.matches_address(*ip),
+            })
+            .collect()
+    }
+
+    /// The rules whose `from` (and whose `to`) the signature matches.
+    fn rules(&self, signature: &[bool]) -> (Vec<usize>, Vec<usize>) {
+        let matches = |selectors: &[usize]| selectors.iter().any(|&s| signature[s]);
+        let from = (0..self.set.rules.len())
+            .filter(|&r| matches(&self.set.rules[r].from.selectors))
+            .collect();
+        let to = (0..self.set.rules.len())
+            .filter(|&r| matches(&self.set.rules[r].to.selectors))
+            .collect();
+        (from, to)
+    }
+
+    fn decide(&self, candidates: &[usize], protocol: Protocol, port: Option<u16>) -> Decided {
+        for &r in candidates {
+            let rule = &self.set.rules[r];
+            if rule.decides() && rule.ports.contains(protocol, port) {
+                return Decided {
+                    verdict: if rule.action == Action::Allow {
+                        Verdict::Allow
+                    } else {
+                        Verdict::Deny
+                    },
+                    by: Some(By {
+                        policy: self.set.policy_of(r).name.clone(),
+                        rule: self.set.rule_label(r),
+                    }),
+                };
+            }
+        }
+        Decided {
+            verdict: Verdict::Deny,
+            by: None,
+        }
+    }
+}
+
+/// A group as one side sees it: absent, or the rules its ends meet.
+struct Seen {
+    present: bool,
+    from: Vec<usize>,
+    to: Vec<usize>,
+}
+
+pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
+    let sides = [Side::new(before), Side::new(after)];
+    let names: BTreeSet<&str> = sides
+        .iter()
+        .flat_map(|s| s.members.keys().copied())
+        .collect();
+
+    // Members by their signatures on both sides.
+    let mut groups: Vec<Vec<End>> = Vec::new();
+    let mut seen: Vec<[Seen; 2]> = Vec::new();
+    let mut by_signature: HashMap<[Option<Vec<bool>>; 2], usize> = HashMap::new();
+    for name in &names {
+        let signatures = [0, 1].map(|i| {
+            sides[i]
+                .members
+                .get(name)
+                .map(|m| sides[i].signature(&Endpoint::Member(m)))
+        });
+        let next = groups.len();
+        let group = *by_signature.entry(signatures.clone()).or_insert(next);
+        if group == next {
+            groups.push(Vec::new());
+            seen.push([0, 1].map(|i| view(&sides[i], signatures[i].as_deref())));
+        }
+        groups[group].push(End::Member((*name).to_owned()));
+    }
+
+    // Address regions, each a group of its own.
+    let member_ips: HashSet<IpAddr> = sides
+        .iter()
+        .flat_map(|s| s.members.values().map(|m| m.mesh_ip))
+        .collect();
+    for (prefix, except, ip) in regions(&sides, &member_ips) {
+        let signatures = [0, 1].map(|i| Some(sides[i].signature(&Endpoint::Address(ip))));
+        groups.push(vec![End::Addresses { prefix, except }]);
+        seen.push([0, 1].map(|i| view(&sides[i], signatures[i].as_deref())));
+    }
+
+    let mut changes = Vec::new();
+    for from in 0..groups.len() {
+        for to in 0..groups.len() {
+            let single_member =
+                groups[from].len() == 1 && matches!(groups[from][0], End::Member(_));
+            if from == to && single_member {
+                continue; // a member with itself: no mesh flow
+            }
+            pair_changes(&sides, &seen[from], &seen[to], from, to, &mut changes);
+        }
+    }
+
+    let mut peers = HashMap::new();
+    let pairs = names
+        .iter()
+        .flat_map(|a| names.iter().filter(move |b| a < *b).map(move |b| (*a, *b)));
+    for (a, b) in pairs {
+        let peered = |compiled: &Compiled, side: &Side| {
+            side.members.contains_key(a) && side.members.contains_key(b) && compiled.are_peers(a, b)
+        };
+        match (peered(before, &sides[0]), peered(after, &sides[1])) {
+            (false, true) => {
+                peers.insert((a.to_owned(), b.to_owned()), PeerChange::Added);
+            }
+            (true, false) => {
+                peers.insert((a.to_owned(), b.to_owned()), PeerChange::Removed);
+            }
+            _ => {}
+        }
+    }
+
+    Diff {
+        groups,
+        changes,
+        added: names
+            .iter()
+            .filter(|n| !sides[0].members.contains_key(*n))
+            .map(|n| (*n).to_owned())
+            .collect(),
+        removed: names
+            .iter()
+            .filter(|n| !sides[1].members.contains_key(*n))
+            .map(|n| (*n).to_owned())
+            .collect(),
+        peers,
+    }
+}
+
+fn view(side: &Side, signature: Option<&[bool]>) -> Seen {
+    match signature {
+        Some(signature) => {
+            let (from, to) = side.rules(signature);
+            Seen {
+                present: true,
+                from,
+                to,
+            }
+        }
+        None => Seen {
+            present: false,
+            from: Vec::new(),
+            to: Vec::new(),
+        },
+    }
+}
+
+/// The rules that can decide flows from `src` to `dst`, in order.
+fn candidates(src: &Seen, dst: &Seen) -> Vec<usize> {
+    let to: HashSet<usize> = dst.to.iter().copied().collect();
+    src.from
+        .iter()
+        .copied()
+        .filter(|r| to.contains(r))
+        .collect()
+}
+
+const PROTOCOLS: [Protocol; 4] = [Protocol::TCP, Protocol::UDP, Protocol::SCTP, Protocol::ICMP];
+
+fn pair_changes(
+    sides: &[Side; 2],
+    src: &[Seen; 2],
+    dst: &[Seen; 2],
+    from: usize,
+    to: usize,
+    out: &mut Vec<GroupChange>,
+) {
+    let present = [0, 1].map(|i| src[i].present && dst[i].present);
+    let rules = [0, 1].map(|i| candidates(&src[i], &dst[i]));
+    let absent = Decided {
+        verdict: Verdict::Deny,
+        by: None,
+    };
+    let decide = |i: usize, protocol, port| {
+        if present[i] {
+            sides[i].decide(&rules[i], protocol, port)
+        } else {
+            absent.clone()
+        }
+    };
+    for protocol in PROTOCOLS {
+        if !protocol.has_ports() {
+            let (before, after) = (decide(0, protocol, None), decide(1, protocol, None));
+            if before.verdict != after.verdict {
+                out.push(GroupChange {
+                    from,
+                    to,
+                    protocol,
+                    ports: None,
+                    before,
+                    after,
+                });
+            }
+            continue;
+        }
+        // Where some rule of either side starts or stops covering ports.
+        let mut starts = BTreeSet::from([1u32]);
+        for (i, side) in sides.iter().enumerate() {
+            for &r in &rules[i] {
+                let ranges = match protocol {
+                    Protocol::TCP => &side.set.rules[r].ports.tcp,
+                    Protocol::UDP => &side.set.rules[r].ports.udp,
+                    _ => &side.set.rules[r].ports.sctp,
+                };
+                for &(lo, hi) in ranges.spans() {
+                    starts.insert(lo as u32);
+                    starts.insert(hi as u32 + 1);
+                }
+            }
+        }
+        let starts: Vec<u32> = starts
+            .into_iter()
+            .filter(|&p| p <= u16::MAX as u32)
+            .collect();
+        let mut run: Option<(u16, u16, Decided, Decided)> = None;
+        for (k, &start) in starts.iter().enumerate() {
+            let end = starts.get(k + 1).map_or(u16::MAX as u32, |next| next - 1);
+            let port = start as u16;
+            let (before, after) = (
+                decide(0, protocol, Some(port)),
+                decide(1, protocol, Some(port)),
+            );
+            match &mut run {
+                Some((_, hi, b, a)) if *b == before && *a == after => *hi = end as u16,
+                _ => {
+                    if let Some(done) = run.take() {
+                        push_run(done, from, to, protocol, out);
+                    }
+                    run = Some((port, end as u16, before, after));
+                }
+            }
+        }
+        if let Some(done) = run {
+            push_run(done, from, to, protocol, out);
+        }
+    }
+}
+
+fn push_run(
+    (lo, hi, before, after): (u16, u16, Decided, Decided),
+    from: usize,
+    to: usize,
+    protocol: Protocol,
+    out: &mut Vec<GroupChange>,
+) {
+    if before.verdict != after.verdict {
+        out.push(GroupChange {
+            from,
+            to,
+            protocol,
+            ports: Some((lo, hi)),
+            before,
+            after,
+        });
+    }
+}
+
+/// The address regions: each CIDR boundary of either side (and each
+/// family's whole space) minus the boundaries right inside it, with an
+/// address of it that is no member's; regions of member addresses only are
+/// left out.
+fn regions(sides: &[Side; 2], member_ips: &HashSet<IpAddr>) -> Vec<(Prefix, Vec<Prefix>, IpAddr)> {
+    let mut boundaries: BTreeSet<Prefix> = sides
+        .iter()
+        .flat_map(|s| s.set.selectors.iter().flat_map(|sel| sel.boundaries()))
+        .collect();
+    boundaries.insert(Prefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    boundaries.insert(Prefix::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
+    let all: Vec<Prefix> = boundaries.into_iter().collect();
+    let mut out = Vec::new();
+    for &outer in &all {
+        let inside: Vec<Prefix> = all
+            .iter()
+            .copied()
+            .filter(|p| *p != outer && outer.contains(*p))
+            .collect();
+        // The maximal ones: inside no other boundary inside `outer`.
+        let mut except: Vec<Prefix> = inside
+            .iter()
+            .copied()
+            .filter(|p| !inside.iter().any(|q| q != p && q.contains(*p)))
+            .collect();
+        except.sort_by_key(|p| p.first());
+        if let Some(ip) = free_address(outer, &except, member_ips) {
+            out.push((outer, except, ip));
+        }
+    }
+    out
+}
+
+/// The first address of `outer` outside `except` (sorted, disjoint) that is
+/// no member's.
+fn free_address(outer: Prefix, except: &[Prefix], member_ips: &HashSet<IpAddr>) -> Option<IpAddr> {
+    let mut at = outer.first();
+    let mut holes = except.iter().peekable();
+    loop {
+        if at > outer.last() {
+            return None;
+        }
+        while holes.peek().is_some_and(|h| h.last() < at) {
+            holes.next();
+        }
+        if let Some(hole) = holes.peek().filter(|h| h.first() <= at) {
+            if hole.last() == outer.last() {
+                return None;
+            }
+            at = hole.last() + 1;
+            continue;
+        }
+        let ip = if outer.is_v6() {
+            IpAddr::V6(Ipv6Addr::from(at))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(at as u32))
+        };
+        if !member_ips.contains(&ip) {
+            return Some(ip);
+        }
+        if at == outer.last() {
+            return None;
+        }
+        at += 1;
+    }
+}
