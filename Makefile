@@ -44,10 +44,11 @@ manifests: deps-python crds ## Regenerate the CRDs, deploy/meshguard.yaml (the c
 	  $(MESHGUARD_VENV)/bin/python scripts/chart.py render --hooks only; } > deploy/uninstall.yaml.tmp
 	@mv deploy/uninstall.yaml.tmp deploy/uninstall.yaml
 
-bench: deps ## Benchmarks: compiler (criterion + figures), operator (mock API), the agent's dataplane on both backends and L7 through Envoy (root); docs/benchmarks.md
+bench: deps ## Benchmarks: compiler (criterion + figures), meshguard diff, operator (mock API), the agent's dataplane on both backends and L7 through Envoy (root); docs/benchmarks.md
 	$(CARGO) bench -p meshguard-policy --bench compile
 	$(CARGO) bench -p meshguard-policy --bench chain
 	$(CARGO) run --release -q -p meshguard-policy --example compile_scale
+	$(CARGO) run --release -q -p meshguard-policy --example diff_scale
 	$(CARGO) run --release -q -p meshguard-operator --example operator_scale
 	$(CARGO) run --release -q -p meshguard-e2e --example ebpf_tables
 	$(CARGO) build --release -q -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins

@@ -18,6 +18,13 @@
 //! Within one pair and protocol, a decision can only change at a port where
 //! some rule's range starts or ends. A member present on one side only has
 //! no flows on the other: every flow of it there is a Deny with no rule.
+//!
+//! What keeps it fast when one policy of a thousand changes: a pair is
+//! decided again only when one of its groups meets the rules both sides
+//! share differently, or a rule one side has alone reaches it
+//! ([`pairs_to_decide`]); and a pair's rule list stops at the rule after
+//! which every port is decided. Members' selector matches are the
+//! compiler's own (`Compiled::selector_matches`).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -26,12 +33,7 @@ use std::{
 
 use meshguard_crds::{Action, Protocol, Verdict};
 
-use crate::{
-    addresses::Prefix,
-    compile::Compiled,
-    members::{Endpoint, Member},
-    policy_set::PolicySet,
-};
+use crate::{addresses::Prefix, compile::Compiled, policy_set::PolicySet, ports::PortSet};
 
 /// One end of the flows of a change.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -140,30 +142,37 @@ impl Diff {
 
 /// One side of the comparison.
 struct Side<'a> {
+    compiled: &'a Compiled,
     set: &'a PolicySet,
-    members: HashMap<&'a str, &'a Member>,
+    /// Name -> index in `compiled.members()`.
+    members: HashMap<&'a str, usize>,
 }
 
 impl<'a> Side<'a> {
     fn new(compiled: &'a Compiled) -> Side<'a> {
         Side {
+            compiled,
             set: compiled.policy_set(),
             members: compiled
                 .members()
                 .iter()
-                .map(|m| (m.name.as_str(), m))
+                .enumerate()
+                .map(|(i, m)| (m.name.as_str(), i))
                 .collect(),
         }
     }
 
-    fn signature(&self, end: &Endpoint<'_>) -> Vec<bool> {
+    fn member_signature(&self, member: usize) -> Vec<bool> {
+        (0..self.set.selectors.len())
+            .map(|s| self.compiled.selector_matches(s, member))
+            .collect()
+    }
+
+    fn address_signature(&self, ip: IpAddr) -> Vec<bool> {
         self.set
             .selectors
             .iter()
-            .map(|s| match end {
-                Endpoint::Member(m) => s.matches_member(m),
-                Endpoint::Address(ip) => s.matches_address(*ip),
-            })
+            .map(|s| s.matches_address(ip))
             .collect()
     }
 
@@ -208,6 +217,16 @@ struct Seen {
     present: bool,
     from: Vec<usize>,
     to: Vec<usize>,
+    /// `to` as bits, for membership.
+    to_bits: Vec<u64>,
+}
+
+impl Seen {
+    fn meets_to(&self, rule: usize) -> bool {
+        self.to_bits
+            .get(rule / 64)
+            .is_some_and(|word| word & (1 << (rule % 64)) != 0)
+    }
 }
 
 pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
@@ -226,7 +245,7 @@ pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
             sides[i]
                 .members
                 .get(name)
-                .map(|m| sides[i].signature(&Endpoint::Member(m)))
+                .map(|&m| sides[i].member_signature(m))
         });
         let next = groups.len();
         let group = *by_signature.entry(signatures.clone()).or_insert(next);
@@ -240,42 +259,57 @@ pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
     // Address regions, each a group of its own.
     let member_ips: HashSet<IpAddr> = sides
         .iter()
-        .flat_map(|s| s.members.values().map(|m| m.mesh_ip))
+        .flat_map(|s| s.compiled.members().iter().map(|m| m.mesh_ip))
         .collect();
     for (prefix, except, ip) in regions(&sides, &member_ips) {
-        let signatures = [0, 1].map(|i| Some(sides[i].signature(&Endpoint::Address(ip))));
+        let signatures = [0, 1].map(|i| Some(sides[i].address_signature(ip)));
         groups.push(vec![End::Addresses { prefix, except }]);
         seen.push([0, 1].map(|i| view(&sides[i], signatures[i].as_deref())));
     }
 
+    let (decided, same_rule) = pairs_to_decide(&sides, &seen);
     let mut changes = Vec::new();
-    for from in 0..groups.len() {
-        for to in 0..groups.len() {
-            let single_member =
-                groups[from].len() == 1 && matches!(groups[from][0], End::Member(_));
-            if from == to && single_member {
-                continue; // a member with itself: no mesh flow
-            }
-            pair_changes(&sides, &seen[from], &seen[to], from, to, &mut changes);
+    for &(from, to) in &decided {
+        let single_member = groups[from].len() == 1 && matches!(groups[from][0], End::Member(_));
+        if from == to && single_member {
+            continue; // a member with itself: no mesh flow
         }
+        pair_changes(
+            &sides,
+            &same_rule,
+            (&seen[from], &seen[to]),
+            (from, to),
+            &mut changes,
+        );
     }
 
+    // Peering follows the decisions (semantics 6): only the members of
+    // pairs decided again can change it.
     let mut peers = HashMap::new();
-    let pairs = names
-        .iter()
-        .flat_map(|a| names.iter().filter(move |b| a < *b).map(move |b| (*a, *b)));
-    for (a, b) in pairs {
-        let peered = |compiled: &Compiled, side: &Side| {
-            side.members.contains_key(a) && side.members.contains_key(b) && compiled.are_peers(a, b)
-        };
-        match (peered(before, &sides[0]), peered(after, &sides[1])) {
-            (false, true) => {
-                peers.insert((a.to_owned(), b.to_owned()), PeerChange::Added);
+    let members_of = |g: usize| {
+        groups[g].iter().filter_map(|e| match e {
+            End::Member(name) => Some(name.as_str()),
+            End::Addresses { .. } => None,
+        })
+    };
+    for &(ga, gb) in &decided {
+        for a in members_of(ga) {
+            for b in members_of(gb).filter(|b| a < *b) {
+                let peered = |compiled: &Compiled, side: &Side| {
+                    side.members.contains_key(a)
+                        && side.members.contains_key(b)
+                        && compiled.are_peers(a, b)
+                };
+                match (peered(before, &sides[0]), peered(after, &sides[1])) {
+                    (false, true) => {
+                        peers.insert((a.to_owned(), b.to_owned()), PeerChange::Added);
+                    }
+                    (true, false) => {
+                        peers.insert((a.to_owned(), b.to_owned()), PeerChange::Removed);
+                    }
+                    _ => {}
+                }
             }
-            (true, false) => {
-                peers.insert((a.to_owned(), b.to_owned()), PeerChange::Removed);
-            }
-            _ => {}
         }
     }
 
@@ -296,46 +330,191 @@ pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
     }
 }
 
+/// What identifies a rule across the sides: everything a decision reads
+/// (and reports).
+fn rule_key(set: &PolicySet, r: usize) -> String {
+    let rule = &set.rules[r];
+    let policy = set.policy_of(r);
+    format!(
+        "{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}",
+        policy.name,
+        policy.priority,
+        set.rule_label(r),
+        rule.action,
+        rule.audit,
+        rule.from.key,
+        rule.to.key,
+        rule.port_ranges
+    )
+}
+
+/// The pairs of groups whose decisions may differ, in order. A pair is
+/// left out only when it cannot change: both of its groups meet the rules
+/// both sides share exactly alike on both sides, those rules keep their
+/// order, and neither side's rules for the pair include one the other side
+/// lacks — then the rules that can decide its flows are the same list on
+/// both sides. (One policy changed in a large set: a few pairs, not all.)
+/// Also returns, per rule before, the same rule's index after (when the
+/// after side has it).
+fn pairs_to_decide(
+    sides: &[Side; 2],
+    seen: &[[Seen; 2]],
+) -> (Vec<(usize, usize)>, Vec<Option<usize>>) {
+    let everything = || {
+        (0..seen.len())
+            .flat_map(|a| (0..seen.len()).map(move |b| (a, b)))
+            .collect()
+    };
+    let keys = [0, 1].map(|i| {
+        (0..sides[i].set.rules.len())
+            .map(|r| rule_key(sides[i].set, r))
+            .collect::<Vec<String>>()
+    });
+    // shared[i][r]: the rule's index on the other side, when it has one.
+    let shared: [Vec<Option<usize>>; 2] = [0, 1].map(|i| {
+        let other: HashMap<&str, usize> = keys[1 - i]
+            .iter()
+            .enumerate()
+            .map(|(r, k)| (k.as_str(), r))
+            .collect();
+        keys[i]
+            .iter()
+            .map(|k| other.get(k.as_str()).copied())
+            .collect()
+    });
+    let twice = keys
+        .iter()
+        .any(|k| k.len() != k.iter().collect::<HashSet<_>>().len());
+    let in_order = |i: usize| -> Vec<&String> {
+        (0..keys[i].len())
+            .filter(|&r| shared[i][r].is_some())
+            .map(|r| &keys[i][r])
+            .collect()
+    };
+    if twice || in_order(0) != in_order(1) {
+        // One key twice, or the shared rules reordered (a priority
+        // changed): decide every pair.
+        return (everything(), shared[0].clone());
+    }
+    // A group is stable when present on both sides and meeting the shared
+    // rules alike: its before lists, mapped to after indices, are its after
+    // lists' shared part.
+    let stable: Vec<bool> = seen
+        .iter()
+        .map(|[before, after]| {
+            let mapped = |list: &[usize]| -> Vec<usize> {
+                list.iter().filter_map(|&r| shared[0][r]).collect()
+            };
+            let shared_after = |list: &[usize]| -> Vec<usize> {
+                list.iter()
+                    .copied()
+                    .filter(|&r| shared[1][r].is_some())
+                    .collect()
+            };
+            before.present
+                && after.present
+                && mapped(&before.from) == shared_after(&after.from)
+                && mapped(&before.to) == shared_after(&after.to)
+        })
+        .collect();
+    let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for g in (0..seen.len()).filter(|&g| !stable[g]) {
+        for other in 0..seen.len() {
+            pairs.insert((g, other));
+            pairs.insert((other, g));
+        }
+    }
+    // The rules one side has alone: the pairs they can reach.
+    for i in 0..2 {
+        let mut sources: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut targets: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (g, views) in seen.iter().enumerate() {
+            for &r in views[i].from.iter().filter(|&&r| shared[i][r].is_none()) {
+                sources.entry(r).or_default().push(g);
+            }
+            for &r in views[i].to.iter().filter(|&&r| shared[i][r].is_none()) {
+                targets.entry(r).or_default().push(g);
+            }
+        }
+        for (r, from) in &sources {
+            for &a in from {
+                for &b in targets.get(r).into_iter().flatten() {
+                    pairs.insert((a, b));
+                }
+            }
+        }
+    }
+    let [before_to_after, _] = shared;
+    (pairs.into_iter().collect(), before_to_after)
+}
+
 fn view(side: &Side, signature: Option<&[bool]>) -> Seen {
     match signature {
         Some(signature) => {
             let (from, to) = side.rules(signature);
+            let mut to_bits = vec![0u64; side.set.rules.len().div_ceil(64)];
+            for &r in &to {
+                to_bits[r / 64] |= 1 << (r % 64);
+            }
             Seen {
                 present: true,
                 from,
                 to,
+                to_bits,
             }
         }
         None => Seen {
             present: false,
             from: Vec::new(),
             to: Vec::new(),
+            to_bits: Vec::new(),
         },
     }
 }
 
-/// The rules that can decide flows from `src` to `dst`, in order.
-fn candidates(src: &Seen, dst: &Seen) -> Vec<usize> {
-    let to: HashSet<usize> = dst.to.iter().copied().collect();
-    src.from
-        .iter()
-        .copied()
-        .filter(|r| to.contains(r))
-        .collect()
+/// The rules that can decide flows from `src` to `dst`, in order, up to
+/// the one after which every port of every protocol `check` decides is
+/// decided (the rest can change nothing).
+fn candidates(set: &PolicySet, src: &Seen, dst: &Seen) -> Vec<usize> {
+    let mut open = PortSet {
+        other: false,
+        ..PortSet::all()
+    };
+    let mut out = Vec::new();
+    for &r in src.from.iter().filter(|&&r| dst.meets_to(r)) {
+        out.push(r);
+        let rule = &set.rules[r];
+        if rule.decides() {
+            open = open.minus(&rule.ports);
+            if open.is_empty() {
+                break;
+            }
+        }
+    }
+    out
 }
 
 const PROTOCOLS: [Protocol; 4] = [Protocol::TCP, Protocol::UDP, Protocol::SCTP, Protocol::ICMP];
 
 fn pair_changes(
     sides: &[Side; 2],
-    src: &[Seen; 2],
-    dst: &[Seen; 2],
-    from: usize,
-    to: usize,
+    same_rule: &[Option<usize>],
+    (src, dst): (&[Seen; 2], &[Seen; 2]),
+    (from, to): (usize, usize),
     out: &mut Vec<GroupChange>,
 ) {
     let present = [0, 1].map(|i| src[i].present && dst[i].present);
-    let rules = [0, 1].map(|i| candidates(&src[i], &dst[i]));
+    let rules = [0, 1].map(|i| candidates(sides[i].set, &src[i], &dst[i]));
+    // The same rules in the same order on both sides: the same decisions.
+    if present == [true, true]
+        && rules[0].len() == rules[1].len()
+        && rules[0]
+            .iter()
+            .zip(&rules[1])
+            .all(|(&b, &a)| same_rule[b] == Some(a))
+    {
+        return;
+    }
     let absent = Decided {
         verdict: Verdict::Deny,
         by: None,

@@ -393,6 +393,14 @@ impl Compiled {
         &self.policy_set
     }
 
+    /// Whether selector `selector` of [`Compiled::policy_set`] matches the
+    /// member at `member` in [`Compiled::members`]: the compiler's own
+    /// answer, kept (a bit test, where matching again compares labels and
+    /// names).
+    pub fn selector_matches(&self, selector: usize, member: usize) -> bool {
+        self.atoms.selector_members[selector].contains(member)
+    }
+
     /// Warnings and errors about the inputs, sorted.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics
