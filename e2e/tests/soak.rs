@@ -14,26 +14,7 @@ use meshguard_e2e::{
     matrix::{all_pairs, label, measure},
     mesh::{Backend, Mesh, Traffic},
 };
-
-/// xorshift64*: small, seedable, and plenty for picking policies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use meshguard_testkit::rng::Rng;
 
 const NODES: [(&str, &[(&str, &str)]); 4] = [
     ("n1", &[("role", "a"), ("zone", "x")]),
@@ -116,7 +97,7 @@ fn random_policy_sets_are_enforced_as_predicted(backend: Backend) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
     eprintln!("soak seed {seed} (MESHGUARD_SOAK_SEED={seed} replays it), {rounds} rounds");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut mesh = Mesh::new(&NODES).unwrap();
     mesh.use_backend(backend);
     let names: Vec<String> = NODES.iter().map(|(n, _)| (*n).to_owned()).collect();

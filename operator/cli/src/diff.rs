@@ -150,6 +150,15 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
     Ok(if failed { exit::FAILED } else { exit::OK })
 }
 
+impl Summary {
+    fn line(&self) -> String {
+        format!(
+            "{} flows opened, {} closed; {} peer pairs added, {} removed",
+            self.flows_opened, self.flows_closed, self.peers_added, self.peers_removed
+        )
+    }
+}
+
 fn summarize(found: &Diff) -> Summary {
     let mut summary = Summary::default();
     for (_, _, change) in found.flows() {
@@ -346,16 +355,10 @@ fn text(
             decided(&change.after)
         )?;
     }
-    let mut peers: Vec<_> = found.peer_changes().collect();
-    peers.sort();
-    for ((a, b), change) in peers {
-        writeln!(out, "peers {}: {a} ↔ {b}", peer_text(*change))?;
+    for (a, b, change) in peer_lines(found) {
+        writeln!(out, "peers {change}: {a} ↔ {b}")?;
     }
-    writeln!(
-        out,
-        "{} flows opened, {} closed; {} peer pairs added, {} removed",
-        summary.flows_opened, summary.flows_closed, summary.peers_added, summary.peers_removed
-    )?;
+    writeln!(out, "{}", summary.line())?;
     Ok(())
 }
 
@@ -367,11 +370,7 @@ fn markdown(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     writeln!(out, "### meshguard diff\n")?;
-    writeln!(
-        out,
-        "**{} flows opened, {} closed**; {} peer pairs added, {} removed.\n",
-        summary.flows_opened, summary.flows_closed, summary.peers_added, summary.peers_removed
-    )?;
+    writeln!(out, "{}.\n", summary.line())?;
     if !found.added.is_empty() || !found.removed.is_empty() {
         writeln!(
             out,
@@ -398,15 +397,24 @@ fn markdown(
             cell(&decided(&change.after))
         )?;
     }
-    let mut peers: Vec<_> = found.peer_changes().collect();
-    peers.sort();
+    let peers = peer_lines(found);
     if !peers.is_empty() {
         writeln!(out)?;
-        for ((a, b), change) in peers {
-            writeln!(out, "- peers {}: `{a}` ↔ `{b}`", peer_text(*change))?;
+        for (a, b, change) in peers {
+            writeln!(out, "- peers {change}: `{a}` ↔ `{b}`")?;
         }
     }
     Ok(())
+}
+
+/// Member pairs whose peering changes, sorted: `(a, b, "added"|"removed")`.
+fn peer_lines(found: &Diff) -> Vec<(&str, &str, &'static str)> {
+    let mut peers: Vec<(&str, &str, &'static str)> = found
+        .peer_changes()
+        .map(|((a, b), change)| (a.as_str(), b.as_str(), peer_text(*change)))
+        .collect();
+    peers.sort();
+    peers
 }
 
 fn list(names: &[String]) -> String {

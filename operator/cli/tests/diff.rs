@@ -16,6 +16,7 @@ use std::{
 };
 
 use meshguard_policy::addresses::Prefix;
+use meshguard_testkit::rng::Rng;
 use serde_json::Value;
 
 fn meshguard(args: &[&str]) -> Output {
@@ -23,26 +24,6 @@ fn meshguard(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run meshguard")
-}
-
-/// xorshift64*, seeded per case so that a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
 }
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
@@ -306,7 +287,7 @@ fn every_flow_that_changes_verdict_is_listed_once_and_nothing_else() {
     let (mut cases, mut compared, mut changed) = (0, 0, 0);
     for case in 0..80u64 {
         let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(case + 1);
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let before = Side::random(&mut rng);
         let after = before.edited(&mut rng);
         let (b, a): (PathBuf, PathBuf) = (
@@ -521,5 +502,52 @@ fn bad_input_on_either_side_exits_2_naming_the_file() {
     assert!(
         error.contains("after/three-tier.yaml") && error.contains("action"),
         "{error}"
+    );
+}
+
+/// The pull-request workflow docs/gitops.md ships: every `meshguard`
+/// command in it parses with this CLI, the diff step tells a change (1)
+/// from bad input (2), and the job may comment.
+#[test]
+fn the_review_workflow_runs_commands_this_cli_accepts() {
+    use clap::Parser;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
+    let text = std::fs::read_to_string(repo.join("deploy/github/meshguard-review.yaml")).unwrap();
+    let workflow: Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(workflow["permissions"]["pull-requests"], "write");
+    assert!(workflow["on"]["pull_request"].is_object(), "{workflow}");
+    let steps = workflow["jobs"]["review"]["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    let mut commands = 0;
+    for run in &runs {
+        let joined = run.replace("\\\n", " ");
+        for line in joined.lines() {
+            let Some(at) = line.find("meshguard ") else {
+                continue;
+            };
+            if line[..at].ends_with('/') || line[..at].ends_with('-') {
+                continue; // a path or an image name, not the command
+            }
+            let command: String = line[at..].split(['>', '|']).next().unwrap().to_owned();
+            let words: Vec<&str> = command.split_whitespace().collect();
+            meshguard_cli::Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{command}: {e}"));
+            commands += 1;
+        }
+    }
+    assert_eq!(
+        commands, 3,
+        "validate, diff -o markdown, diff --fail-on opened"
+    );
+    let diff_step = runs.iter().find(|r| r.contains("-o markdown")).unwrap();
+    assert!(
+        diff_step.contains(r#"[ "$status" -le 1 ] || exit "$status""#),
+        "{diff_step}"
+    );
+    assert!(
+        runs.iter()
+            .any(|r| r.contains("gh pr comment") && r.contains("--body-file diff.md"))
     );
 }

@@ -6,39 +6,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark driver: a panic is a failure report
 
+#[path = "../benches/support/figures.rs"]
+mod figures;
 #[path = "../benches/support/scale.rs"]
 mod scale;
 
 use std::time::Instant;
 
-use meshguard_crds::MeshPolicy;
+use figures::{inputs, peak_rss_mib};
 use meshguard_policy::{
-    compile::{Compiled, Compiler, Inputs, compile},
+    compile::{Compiled, Compiler, compile},
     members::Member,
 };
 use scale::Shape;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-fn inputs<'a>(members: &'a [Member], policies: &'a [MeshPolicy]) -> Inputs<'a> {
-    Inputs {
-        members,
-        policies,
-        chains: &[],
-        secrets: &[],
-        config_maps: &[],
-        listen_port: 51820,
-    }
-}
 
 fn json_len<T: serde::Serialize>(value: &T) -> usize {
     serde_json::to_vec(value).unwrap().len()

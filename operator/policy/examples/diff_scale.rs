@@ -6,51 +6,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark driver: a panic is a failure report
 
+#[path = "../benches/support/figures.rs"]
+mod figures;
 #[path = "../benches/support/scale.rs"]
 mod scale;
 
 use std::time::Instant;
 
-use meshguard_crds::MeshPolicy;
-use meshguard_policy::{
-    compile::{Compiled, Inputs, compile},
-    diff::diff,
-    members::Member,
-};
+use figures::{inputs, peak_rss_mib};
+use meshguard_policy::{compile::compile, diff::diff};
 use scale::Shape;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-fn compiled(members: &[Member], policies: &[MeshPolicy]) -> Compiled {
-    compile(&Inputs {
-        members,
-        policies,
-        chains: &[],
-        secrets: &[],
-        config_maps: &[],
-        listen_port: 51820,
-    })
-}
 
 fn main() {
     let members = scale::members();
     for shape in [Shape::Typical, Shape::Stress] {
         let before_policies = scale::policies(shape);
-        let before = compiled(&members, &before_policies);
+        let before = compile(&inputs(&members, &before_policies));
         let mut times = Vec::new();
         for (i, which) in [17usize, 333, 901].into_iter().enumerate() {
             let after_policies =
                 scale::with_one_changed(&before_policies, which, 1000 + i as u64, shape);
-            let after = compiled(&members, &after_policies);
+            let after = compile(&inputs(&members, &after_policies));
             let start = Instant::now();
             let found = diff(&before, &after);
             let flows = found.flows().count();

@@ -13,30 +13,11 @@ use meshguard_crds::{
     PolicyRule, PortRule, Protocol,
 };
 use meshguard_policy::{addresses::Prefix, members::Member};
+pub use meshguard_testkit::rng::Rng;
 
 pub const MEMBERS: usize = 5_000;
 pub const POLICIES: usize = 1_000;
 pub const RULES_PER_POLICY: usize = 4;
-
-/// xorshift64*: small, deterministic, good enough for test data.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 pub fn members() -> Vec<Member> {
     let mut rng = Rng::new(7);
@@ -50,7 +31,7 @@ pub fn members() -> Vec<Member> {
             ];
             let mut key = [0u8; 32];
             for (j, b) in key.iter_mut().enumerate() {
-                *b = (rng.next() >> (j % 8)) as u8;
+                *b = (rng.next_u64() >> (j % 8)) as u8;
             }
             Member {
                 name: format!("node-{i:04}"),
