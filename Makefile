@@ -49,6 +49,7 @@ bench: deps ## Benchmarks: compiler (criterion + figures), meshguard diff, opera
 	$(CARGO) bench -p meshguard-policy --bench chain
 	$(CARGO) run --release -q -p meshguard-policy --example compile_scale
 	$(CARGO) run --release -q -p meshguard-policy --example diff_scale
+	$(CARGO) run --release -q -p meshguard-cli --example diff_files
 	$(CARGO) run --release -q -p meshguard-operator --example operator_scale
 	$(CARGO) run --release -q -p meshguard-e2e --example ebpf_tables
 	$(CARGO) build --release -q -p meshguard-cli -p meshguard-agent -p meshguard-e2e --bins
