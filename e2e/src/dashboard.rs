@@ -6,8 +6,7 @@
 //! Prometheus' own Python client.
 
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -68,7 +67,7 @@ pub fn scrape_operator() -> anyhow::Result<String> {
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
-        if let Ok(body) = http_get(listen, "/metrics") {
+        if let Ok(body) = scrape(listen) {
             break Ok(body);
         }
         if let Some(status) = operator.try_wait()? {
@@ -167,16 +166,16 @@ impl Drop for Scratch {
     }
 }
 
-/// The body of a plain HTTP GET, when the answer is 200.
-fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").context("no end of headers")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{}", head.lines().next().unwrap_or_default());
+/// `/metrics` at `address` through `mesh-probe get` (the harness's own
+/// HTTP getter), when the answer is 200.
+fn scrape(address: SocketAddr) -> anyhow::Result<String> {
+    let out = Command::new(binary("mesh-probe")?)
+        .args(["get", &address.to_string(), "/metrics"])
+        .output()?;
+    let answer = String::from_utf8(out.stdout)?;
+    let (status, body) = answer.split_once('\n').unwrap_or((&answer, ""));
+    if !out.status.success() || !status.contains(" 200") {
+        bail!("{status}{}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(body.to_owned())
 }

@@ -14,7 +14,10 @@ use meshguard_e2e::{
     matrix::{all_pairs, label, measure},
     mesh::{Backend, Mesh, Traffic},
 };
-use meshguard_testkit::rng::Rng;
+use meshguard_testkit::{
+    random_policy::{member_selector, policy},
+    rng::Rng,
+};
 
 const NODES: [(&str, &[(&str, &str)]); 4] = [
     ("n1", &[("role", "a"), ("zone", "x")]),
@@ -25,26 +28,7 @@ const NODES: [(&str, &[(&str, &str)]); 4] = [
 const PORTS: [u16; 3] = [22, 80, 443];
 
 fn selector(rng: &mut Rng) -> String {
-    match rng.below(7) {
-        0 => format!("{{ nodes: [{}] }}", rng.pick(&NODES).0),
-        1 => format!(
-            "{{ nodes: [{}, {}] }}",
-            rng.pick(&NODES).0,
-            rng.pick(&NODES).0
-        ),
-        2 => format!(
-            "{{ nodeSelector: {{ matchLabels: {{ role: \"{}\" }} }} }}",
-            rng.pick(&["a", "b"])
-        ),
-        3 => format!(
-            "{{ nodeSelector: {{ matchLabels: {{ zone: \"{}\" }} }} }}",
-            rng.pick(&["x", "y"])
-        ),
-        4 => "{ nodeSelector: {} }".into(),
-        5 => "{ all: true }".into(),
-        // Mesh IPs are handed out in name order from 100.96.0.1: n1 and n2.
-        _ => "{ cidrs: [{ cidr: 100.96.0.0/30 }] }".into(),
-    }
+    member_selector(rng, &NODES.map(|(name, _)| name))
 }
 
 fn ports(rng: &mut Rng) -> String {
@@ -61,26 +45,9 @@ fn ports(rng: &mut Rng) -> String {
 
 /// One to four policies of one to three rules each.
 fn policies(rng: &mut Rng) -> String {
-    let mut text = String::new();
-    for p in 0..=rng.below(4) {
-        let mode = if rng.below(5) == 0 {
-            "Audit"
-        } else {
-            "Enforce"
-        };
-        let priority = rng.below(5) * 100;
-        text.push_str(&format!(
-            "---\napiVersion: meshguard.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{ name: p{p} }}\nspec:\n  priority: {priority}\n  mode: {mode}\n  rules:\n"
-        ));
-        for r in 0..=rng.below(3) {
-            let action = *rng.pick(&["Allow", "Allow", "Allow", "Deny", "Deny", "Log"]);
-            let (from, to, ports) = (selector(rng), selector(rng), ports(rng));
-            text.push_str(&format!(
-                "  - name: r{r}\n    action: {action}\n    from: [{from}]\n    to: [{to}]{ports}\n"
-            ));
-        }
-    }
-    text
+    (0..=rng.below(4))
+        .map(|p| policy(rng, p, selector, ports))
+        .collect()
 }
 
 fn random_policy_sets_are_enforced_as_predicted(backend: Backend) {

@@ -30,7 +30,7 @@ use meshguard_crds::NodePolicySpec;
 use crate::{
     backend::{
         Backend, BackendError, Changes, Enforcement, Filter, RuleCounter,
-        counted::{Counted, counted},
+        counted::{Counted, Counting},
     },
     command::CommandError,
     conntrack,
@@ -438,10 +438,11 @@ impl Reconciler {
     /// under the state last applied.
     pub fn counters(&mut self) -> Result<Vec<(RuleCounter, Counted)>, BackendError> {
         let counters = self.backend.counters()?;
+        let counting = Counting::new(self.current.as_ref(), self.settings.enforcement);
         Ok(counters
             .into_iter()
             .map(|c| {
-                let got = counted(&c, self.current.as_ref(), self.settings.enforcement);
+                let got = counting.of(&c);
                 (c, got)
             })
             .collect())

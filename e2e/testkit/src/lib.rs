@@ -6,11 +6,13 @@
 //! - [`deploy`]: `deploy/meshguard.yaml` (the chart's default rendering) read
 //!   the way RBAC and environment tests check it.
 //! - [`tokens`]: key sets and JWTs minted by PyJWT, for the L7 tests.
-//! - [`rng`]: a seedable generator for the randomized tests.
+//! - [`rng`], [`random_policy`]: a seedable generator and the random
+//!   selectors the randomized tests draw.
 
 #![forbid(unsafe_code)]
 
 pub mod api_server;
 pub mod deploy;
+pub mod random_policy;
 pub mod rng;
 pub mod tokens;

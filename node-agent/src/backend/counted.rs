@@ -16,10 +16,12 @@
 //! `retired`: both backends keep a removed rule's counts (monotonic), and
 //! what its packets got is no longer known from the rules.
 
+use std::collections::HashMap;
+
 use meshguard_crds::Action;
 
 use super::{Direction, Enforcement, RuleCounter};
-use crate::desired::Desired;
+use crate::desired::{Desired, Rule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Counted {
@@ -47,51 +49,66 @@ impl Counted {
 const DENYING: [&str; 2] = ["meshguard:default-deny", "meshguard:not-ours"];
 const LEAK: &str = "meshguard:leak";
 
-/// What `counter`'s packets got under `current` (the state last applied).
-pub fn counted(
-    counter: &RuleCounter,
-    current: Option<&Desired>,
-    enforcement: Enforcement,
-) -> Counted {
-    let audit = enforcement == Enforcement::Audit;
-    if counter.id == LEAK {
-        return Counted::Dropped;
+/// What counters' packets got under one state: the rules by direction and
+/// id, indexed once per scrape (a scrape reads every rule's counter).
+pub struct Counting<'a> {
+    rules: HashMap<(Direction, &'a str), &'a Rule>,
+    audit: bool,
+}
+
+impl<'a> Counting<'a> {
+    /// `current`: the state last applied (none yet: every policy rule is
+    /// `retired`).
+    pub fn new(current: Option<&'a Desired>, enforcement: Enforcement) -> Counting<'a> {
+        let mut rules = HashMap::new();
+        if let Some(d) = current {
+            for (direction, list) in [
+                (Direction::Ingress, &d.ingress),
+                (Direction::Egress, &d.egress),
+            ] {
+                for rule in list {
+                    rules.entry((direction, rule.id.as_str())).or_insert(rule);
+                }
+            }
+        }
+        Counting {
+            rules,
+            audit: enforcement == Enforcement::Audit,
+        }
     }
-    if DENYING.contains(&counter.id.as_str()) {
-        return if audit {
-            Counted::Audited
-        } else {
-            Counted::Dropped
+
+    /// What `counter`'s packets got.
+    pub fn of(&self, counter: &RuleCounter) -> Counted {
+        if counter.id == LEAK {
+            return Counted::Dropped;
+        }
+        if DENYING.contains(&counter.id.as_str()) {
+            return if self.audit {
+                Counted::Audited
+            } else {
+                Counted::Dropped
+            };
+        }
+        if counter.id.starts_with("meshguard:") {
+            return Counted::Allowed;
+        }
+        let Some(rule) = self.rules.get(&(counter.direction, counter.id.as_str())) else {
+            return Counted::Retired;
         };
-    }
-    if counter.id.starts_with("meshguard:") {
-        return Counted::Allowed;
-    }
-    let rules = current.map(|d| match counter.direction {
-        Direction::Ingress => d.ingress.as_slice(),
-        Direction::Egress => d.egress.as_slice(),
-        Direction::Guard => &[],
-    });
-    let Some(rule) = rules
-        .unwrap_or_default()
-        .iter()
-        .find(|r| r.id == counter.id)
-    else {
-        return Counted::Retired;
-    };
-    match (rule.action, rule.audit) {
-        (Action::Log, _) => Counted::Logged,
-        (_, true) => Counted::Audited,
-        _ if audit => Counted::Audited,
-        (Action::Allow, false) => Counted::Allowed,
-        (Action::Deny, false) => Counted::Dropped,
+        match (rule.action, rule.audit) {
+            (Action::Log, _) => Counted::Logged,
+            (_, true) => Counted::Audited,
+            _ if self.audit => Counted::Audited,
+            (Action::Allow, false) => Counted::Allowed,
+            (Action::Deny, false) => Counted::Dropped,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{Remote, Rule};
+    use crate::desired::Remote;
 
     fn rule(id: &str, action: Action, audit: bool) -> Rule {
         Rule {
@@ -130,7 +147,9 @@ mod tests {
             packets: 1,
             bytes: 1,
         };
-        counted(&counter, Some(&desired()), enforcement).label()
+        Counting::new(Some(&desired()), enforcement)
+            .of(&counter)
+            .label()
     }
 
     #[test]
@@ -170,7 +189,7 @@ mod tests {
             bytes: 1,
         };
         assert_eq!(
-            counted(&before_any, None, Enforcement::Enforce),
+            Counting::new(None, Enforcement::Enforce).of(&before_any),
             Counted::Retired
         );
     }

@@ -140,8 +140,19 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
             serde_json::to_writer_pretty(&mut *out, &report)?;
             writeln!(out)?;
         }
-        DiffOutput::Text => text(&found, &after.compiled, &before.compiled, summary, out)?,
-        DiffOutput::Markdown => markdown(&found, &after.compiled, &before.compiled, summary, out)?,
+        DiffOutput::Text | DiffOutput::Markdown => {
+            let names = Names::new(&after.compiled, &before.compiled);
+            let report = Report {
+                found: &found,
+                rows: ordered(&found, &names),
+                summary,
+            };
+            if args.output == DiffOutput::Text {
+                report.text(out)?;
+            } else {
+                report.markdown(out)?;
+            }
+        }
     }
     let failed = match args.fail_on {
         FailOn::Any => summary.flows_opened + summary.flows_closed > 0,
@@ -206,96 +217,104 @@ fn decided(d: &Decided) -> String {
     }
 }
 
-/// A group by what its members share: `role=web (12 members)`, or their
-/// names; a lone end by itself.
-fn group_label(ends: &[End], after: &Compiled, before: &Compiled) -> String {
-    if ends.len() == 1 {
-        return ends[0].to_string();
-    }
-    let labels = |name: &str| {
-        after
-            .member(name)
-            .or_else(|| before.member(name))
-            .map(|m| m.labels.clone())
-            .unwrap_or_default()
-    };
-    let mut names = ends.iter().filter_map(|e| match e {
-        End::Member(name) => Some(name.as_str()),
-        End::Addresses { .. } => None,
-    });
-    let first = names.next().map(labels).unwrap_or_default();
-    let common: BTreeMap<String, String> = first
-        .into_iter()
-        .filter(|(k, v)| {
-            ends.iter().all(|e| match e {
-                End::Member(name) => labels(name).get(k) == Some(v),
-                End::Addresses { .. } => false,
-            })
-        })
-        .collect();
-    let everyone: BTreeSet<&str> = after
-        .members()
-        .iter()
-        .chain(before.members())
-        .map(|m| m.name.as_str())
-        .collect();
-    let named: BTreeSet<&str> = ends
-        .iter()
-        .filter_map(|e| match e {
-            End::Member(name) => Some(name.as_str()),
-            End::Addresses { .. } => None,
-        })
-        .collect();
-    let missing: Vec<&str> = everyone.difference(&named).copied().collect();
-    if named.len() == ends.len() && named.len() > 3 && missing.len() <= 2 {
-        return match missing.as_slice() {
-            [] => format!("every member ({})", named.len()),
-            _ => format!("every member but {} ({})", missing.join(", "), named.len()),
-        };
-    }
-    if common.is_empty() {
-        const SHOWN: usize = 8;
-        let shown: Vec<String> = ends.iter().take(SHOWN).map(End::to_string).collect();
-        match ends.len() {
-            n if n > SHOWN => format!("{} (+{} more)", shown.join(", "), n - SHOWN),
-            _ => shown.join(", "),
+/// Names for groups of ends, from both sides' members (the after side's
+/// labels over the before side's), built once per report.
+struct Names<'a> {
+    labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
+}
+
+impl<'a> Names<'a> {
+    fn new(after: &'a Compiled, before: &'a Compiled) -> Names<'a> {
+        let mut labels = HashMap::new();
+        for m in before.members().iter().chain(after.members()) {
+            labels.insert(m.name.as_str(), &m.labels);
         }
-    } else {
-        let selector: Vec<String> = common.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{} ({} members)", selector.join(","), ends.len())
+        Names { labels }
+    }
+
+    /// A group by what its members share: `role=web (12 members)`, `every
+    /// member but web-2 (8)`, or their names; a lone end by itself.
+    fn label(&self, ends: &[End]) -> String {
+        if ends.len() == 1 {
+            return ends[0].to_string();
+        }
+        let named: BTreeSet<&str> = ends
+            .iter()
+            .filter_map(|e| match e {
+                End::Member(name) => Some(name.as_str()),
+                End::Addresses { .. } => None,
+            })
+            .collect();
+        if named.len() == ends.len()
+            && named.len() > 3
+            && self.labels.len().saturating_sub(named.len()) <= 2
+        {
+            let mut missing: Vec<&str> = self
+                .labels
+                .keys()
+                .copied()
+                .filter(|n| !named.contains(n))
+                .collect();
+            missing.sort_unstable();
+            return match missing.as_slice() {
+                [] => format!("every member ({})", named.len()),
+                _ => format!("every member but {} ({})", missing.join(", "), named.len()),
+            };
+        }
+        let labels_of = |name: &str| self.labels.get(name).copied();
+        let common: Vec<(&String, &String)> = match (named.len() == ends.len(), named.first()) {
+            (true, Some(first)) => labels_of(first)
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| {
+                    named
+                        .iter()
+                        .all(|n| labels_of(n).and_then(|l| l.get(*k)) == Some(*v))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if common.is_empty() {
+            const SHOWN: usize = 8;
+            let shown: Vec<String> = ends.iter().take(SHOWN).map(End::to_string).collect();
+            match ends.len() {
+                n if n > SHOWN => format!("{} (+{} more)", shown.join(", "), n - SHOWN),
+                _ => shown.join(", "),
+            }
+        } else {
+            let selector: Vec<String> = common.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{} ({} members)", selector.join(","), ends.len())
+        }
     }
 }
 
 /// The changes for people: groups whose change is the same (traffic,
 /// before, after) merged, first by source then by destination, labelled,
 /// in a stable order.
-fn ordered<'a>(
-    found: &'a Diff,
-    after: &Compiled,
-    before: &Compiled,
-) -> Vec<(String, String, &'a GroupChange)> {
+fn ordered<'a>(found: &'a Diff, names: &Names) -> Vec<(String, String, &'a GroupChange)> {
     type Same<'a> = (u8, Option<(u16, u16)>, &'a Decided, &'a Decided);
     /// Groups on one side of merged changes, and one of the changes.
     type Merged<'a> = (Vec<usize>, &'a GroupChange);
-    let same =
-        |c: &'a GroupChange| -> Same<'a> { (c.protocol as u8, c.ports, &c.before, &c.after) };
+    // One number per distinct change, so that the maps below sort.
+    let mut kinds: HashMap<Same<'a>, usize> = HashMap::new();
     // (`diff` leaves out a lone member with itself: every change holds flows.)
-    let mut sources: BTreeMap<(usize, String), Merged<'a>> = BTreeMap::new();
-    let mut keys: HashMap<Same<'a>, String> = HashMap::new();
+    let mut sources: BTreeMap<(usize, usize), Merged<'a>> = BTreeMap::new();
     for c in &found.changes {
-        let n = keys.len();
-        let key = keys.entry(same(c)).or_insert_with(|| n.to_string()).clone();
+        let next = kinds.len();
+        let kind = *kinds
+            .entry((c.protocol as u8, c.ports, &c.before, &c.after))
+            .or_insert(next);
         sources
-            .entry((c.to, key))
+            .entry((c.to, kind))
             .or_insert((Vec::new(), c))
             .0
             .push(c.from);
     }
-    let mut targets: BTreeMap<(Vec<usize>, String), Merged<'a>> = BTreeMap::new();
-    for ((to, key), (mut from, c)) in sources {
+    let mut targets: BTreeMap<(Vec<usize>, usize), Merged<'a>> = BTreeMap::new();
+    for ((to, kind), (mut from, c)) in sources {
         from.sort_unstable();
         targets
-            .entry((from, key))
+            .entry((from, kind))
             .or_insert((Vec::new(), c))
             .0
             .push(to);
@@ -310,13 +329,7 @@ fn ordered<'a>(
     };
     let mut rows: Vec<(String, String, &GroupChange)> = targets
         .into_iter()
-        .map(|((from, _), (to, c))| {
-            (
-                group_label(&ends(&from), after, before),
-                group_label(&ends(&to), after, before),
-                c,
-            )
-        })
+        .map(|((from, _), (to, c))| (names.label(&ends(&from)), names.label(&ends(&to)), c))
         .collect();
     rows.sort_by(|a, b| {
         (&a.0, &a.1, a.2.protocol as u8, a.2.ports).cmp(&(
@@ -329,82 +342,78 @@ fn ordered<'a>(
     rows
 }
 
-fn text(
-    found: &Diff,
-    after: &Compiled,
-    before: &Compiled,
+/// What text and markdown print: the diff, its rows for people, its summary.
+struct Report<'a> {
+    found: &'a Diff,
+    rows: Vec<(String, String, &'a GroupChange)>,
     summary: Summary,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    for name in &found.added {
-        writeln!(out, "member added: {name}")?;
-    }
-    for name in &found.removed {
-        writeln!(out, "member removed: {name}")?;
-    }
-    let rows = ordered(found, after, before);
-    if rows.is_empty() {
-        writeln!(out, "no flow changes verdict")?;
-    }
-    for (from, to, change) in rows {
-        writeln!(
-            out,
-            "{from} → {to} {}: {} → {}",
-            traffic(change),
-            decided(&change.before),
-            decided(&change.after)
-        )?;
-    }
-    for (a, b, change) in peer_lines(found) {
-        writeln!(out, "peers {change}: {a} ↔ {b}")?;
-    }
-    writeln!(out, "{}", summary.line())?;
-    Ok(())
 }
 
-fn markdown(
-    found: &Diff,
-    after: &Compiled,
-    before: &Compiled,
-    summary: Summary,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    writeln!(out, "### meshguard diff\n")?;
-    writeln!(out, "{}.\n", summary.line())?;
-    if !found.added.is_empty() || !found.removed.is_empty() {
-        writeln!(
-            out,
-            "Members added: {}. Members removed: {}.\n",
-            list(&found.added),
-            list(&found.removed)
-        )?;
-    }
-    let rows = ordered(found, after, before);
-    if rows.is_empty() {
-        writeln!(out, "No flow changes verdict.")?;
-        return Ok(());
-    }
-    writeln!(out, "| From | To | Traffic | Before | After |")?;
-    writeln!(out, "|---|---|---|---|---|")?;
-    for (from, to, change) in rows {
-        writeln!(
-            out,
-            "| {} | {} | {} | {} | {} |",
-            cell(&from),
-            cell(&to),
-            traffic(change),
-            cell(&decided(&change.before)),
-            cell(&decided(&change.after))
-        )?;
-    }
-    let peers = peer_lines(found);
-    if !peers.is_empty() {
-        writeln!(out)?;
-        for (a, b, change) in peers {
-            writeln!(out, "- peers {change}: `{a}` ↔ `{b}`")?;
+impl Report<'_> {
+    fn text(&self, out: &mut dyn Write) -> anyhow::Result<()> {
+        for name in &self.found.added {
+            writeln!(out, "member added: {name}")?;
         }
+        for name in &self.found.removed {
+            writeln!(out, "member removed: {name}")?;
+        }
+        if self.rows.is_empty() {
+            writeln!(out, "no flow changes verdict")?;
+        }
+        for (from, to, change) in &self.rows {
+            writeln!(
+                out,
+                "{from} → {to} {}: {} → {}",
+                traffic(change),
+                decided(&change.before),
+                decided(&change.after)
+            )?;
+        }
+        for (a, b, change) in peer_lines(self.found) {
+            writeln!(out, "peers {change}: {a} ↔ {b}")?;
+        }
+        writeln!(out, "{}", self.summary.line())?;
+        Ok(())
     }
-    Ok(())
+
+    fn markdown(&self, out: &mut dyn Write) -> anyhow::Result<()> {
+        let found = self.found;
+        writeln!(out, "### meshguard diff\n")?;
+        writeln!(out, "{}.\n", self.summary.line())?;
+        if !found.added.is_empty() || !found.removed.is_empty() {
+            writeln!(
+                out,
+                "Members added: {}. Members removed: {}.\n",
+                list(&found.added),
+                list(&found.removed)
+            )?;
+        }
+        if self.rows.is_empty() {
+            writeln!(out, "No flow changes verdict.")?;
+            return Ok(());
+        }
+        writeln!(out, "| From | To | Traffic | Before | After |")?;
+        writeln!(out, "|---|---|---|---|---|")?;
+        for (from, to, change) in &self.rows {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                cell(from),
+                cell(to),
+                traffic(change),
+                cell(&decided(&change.before)),
+                cell(&decided(&change.after))
+            )?;
+        }
+        let peers = peer_lines(found);
+        if !peers.is_empty() {
+            writeln!(out)?;
+            for (a, b, change) in peers {
+                writeln!(out, "- peers {change}: `{a}` ↔ `{b}`")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Member pairs whose peering changes, sorted: `(a, b, "added"|"removed")`.

@@ -16,7 +16,10 @@ use std::{
 };
 
 use meshguard_policy::addresses::Prefix;
-use meshguard_testkit::rng::Rng;
+use meshguard_testkit::{
+    random_policy::{self, member_selector},
+    rng::Rng,
+};
 use serde_json::Value;
 
 fn meshguard(args: &[&str]) -> Output {
@@ -39,24 +42,14 @@ const ADDRESSES: [&str; 7] = [
 ];
 const PORTS: [u16; 13] = [1, 21, 22, 23, 52, 53, 79, 80, 81, 443, 444, 5432, 65535];
 
+/// The soak's member selectors, or one of three address ranges that are
+/// no member's (10/8 with a hole, a v4 and a v6 range, everything).
 fn selector(rng: &mut Rng) -> String {
     match rng.below(10) {
-        0 => format!("{{ nodes: [{}] }}", rng.pick(&NAMES)),
-        1 => format!("{{ nodes: [{}, {}] }}", rng.pick(&NAMES), rng.pick(&NAMES)),
-        2 => format!(
-            "{{ nodeSelector: {{ matchLabels: {{ role: \"{}\" }} }} }}",
-            rng.pick(&["a", "b"])
-        ),
-        3 => format!(
-            "{{ nodeSelector: {{ matchLabels: {{ zone: \"{}\" }} }} }}",
-            rng.pick(&["x", "y"])
-        ),
-        4 => "{ nodeSelector: {} }".into(),
-        5 => "{ all: true }".into(),
-        6 => "{ cidrs: [{ cidr: 100.96.0.0/30 }] }".into(),
         7 => "{ cidrs: [{ cidr: 10.0.0.0/8, except: [10.1.0.0/16] }] }".into(),
         8 => "{ cidrs: [{ cidr: 192.168.0.0/16 }, { cidr: \"fd00::/8\" }] }".into(),
-        _ => "{ cidrs: [{ cidr: 0.0.0.0/0 }] }".into(),
+        9 => "{ cidrs: [{ cidr: 0.0.0.0/0 }] }".into(),
+        _ => member_selector(rng, &NAMES),
     }
 }
 
@@ -75,23 +68,7 @@ fn ports(rng: &mut Rng) -> String {
 }
 
 fn policy(rng: &mut Rng, p: usize) -> String {
-    let mode = if rng.below(5) == 0 {
-        "Audit"
-    } else {
-        "Enforce"
-    };
-    let priority = rng.below(5) * 100;
-    let mut text = format!(
-        "---\napiVersion: meshguard.io/v1alpha1\nkind: MeshPolicy\nmetadata: {{ name: p{p} }}\nspec:\n  priority: {priority}\n  mode: {mode}\n  rules:\n"
-    );
-    for r in 0..=rng.below(3) {
-        let action = *rng.pick(&["Allow", "Allow", "Allow", "Deny", "Deny", "Log"]);
-        let (from, to, ports) = (selector(rng), selector(rng), ports(rng));
-        text.push_str(&format!(
-            "  - name: r{r}\n    action: {action}\n    from: [{from}]\n    to: [{to}]{ports}\n"
-        ));
-    }
-    text
+    random_policy::policy(rng, p, selector, ports)
 }
 
 fn member(name: &str, role: &str, zone: &str) -> String {
