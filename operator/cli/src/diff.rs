@@ -4,7 +4,7 @@
 //! (JSON, exit codes, `--fail-on opened`).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     io::Write,
     path::PathBuf,
 };
@@ -13,7 +13,6 @@ use clap::{Args, ValueEnum};
 use meshguard_crds::{Protocol, Verdict};
 use meshguard_policy::{
     addresses::{self, Prefix},
-    compile::Compiled,
     diff::{By, Decided, Diff, End, GroupChange, PeerChange, diff},
 };
 use serde::Serialize;
@@ -21,6 +20,7 @@ use serde::Serialize;
 use crate::{
     args::{InputArgs, exit},
     prepare::prepare,
+    wording::{self, Names, decided, traffic},
 };
 
 #[derive(Args, Debug)]
@@ -123,7 +123,7 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
                         from: from.to_string(),
                         to: to.to_string(),
                         protocol: change.protocol,
-                        ports: ports_text(change),
+                        ports: wording::ports(change.ports),
                         before: change.before.verdict,
                         after: change.after.verdict,
                         before_by: change.before.by.as_ref(),
@@ -141,7 +141,7 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
             writeln!(out)?;
         }
         DiffOutput::Text | DiffOutput::Markdown => {
-            let names = Names::new(&after.compiled, &before.compiled);
+            let names = Names::new(&[&before.compiled, &after.compiled]);
             let report = Report {
                 found: &found,
                 rows: ordered(&found, &names),
@@ -187,104 +187,10 @@ fn summarize(found: &Diff) -> Summary {
     summary
 }
 
-fn ports_text(change: &GroupChange) -> Option<String> {
-    match change.ports {
-        None | Some((1, u16::MAX)) => None,
-        Some((lo, hi)) if lo == hi => Some(lo.to_string()),
-        Some((lo, hi)) => Some(format!("{lo}-{hi}")),
-    }
-}
-
 fn peer_text(change: PeerChange) -> &'static str {
     match change {
         PeerChange::Added => "added",
         PeerChange::Removed => "removed",
-    }
-}
-
-fn traffic(change: &GroupChange) -> String {
-    match ports_text(change) {
-        Some(ports) => format!("{:?}/{ports}", change.protocol),
-        None if change.protocol.has_ports() => format!("{:?} (all ports)", change.protocol),
-        None => format!("{:?}", change.protocol),
-    }
-}
-
-fn decided(d: &Decided) -> String {
-    match &d.by {
-        Some(by) => format!("{:?} ({}/{})", d.verdict, by.policy, by.rule),
-        None => format!("{:?} (default deny)", d.verdict),
-    }
-}
-
-/// Names for groups of ends, from both sides' members (the after side's
-/// labels over the before side's), built once per report.
-struct Names<'a> {
-    labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
-}
-
-impl<'a> Names<'a> {
-    fn new(after: &'a Compiled, before: &'a Compiled) -> Names<'a> {
-        let mut labels = HashMap::new();
-        for m in before.members().iter().chain(after.members()) {
-            labels.insert(m.name.as_str(), &m.labels);
-        }
-        Names { labels }
-    }
-
-    /// A group by what its members share: `role=web (12 members)`, `every
-    /// member but web-2 (8)`, or their names; a lone end by itself.
-    fn label(&self, ends: &[End]) -> String {
-        if ends.len() == 1 {
-            return ends[0].to_string();
-        }
-        let named: BTreeSet<&str> = ends
-            .iter()
-            .filter_map(|e| match e {
-                End::Member(name) => Some(name.as_str()),
-                End::Addresses { .. } => None,
-            })
-            .collect();
-        if named.len() == ends.len()
-            && named.len() > 3
-            && self.labels.len().saturating_sub(named.len()) <= 2
-        {
-            let mut missing: Vec<&str> = self
-                .labels
-                .keys()
-                .copied()
-                .filter(|n| !named.contains(n))
-                .collect();
-            missing.sort_unstable();
-            return match missing.as_slice() {
-                [] => format!("every member ({})", named.len()),
-                _ => format!("every member but {} ({})", missing.join(", "), named.len()),
-            };
-        }
-        let labels_of = |name: &str| self.labels.get(name).copied();
-        let common: Vec<(&String, &String)> = match (named.len() == ends.len(), named.first()) {
-            (true, Some(first)) => labels_of(first)
-                .into_iter()
-                .flatten()
-                .filter(|(k, v)| {
-                    named
-                        .iter()
-                        .all(|n| labels_of(n).and_then(|l| l.get(*k)) == Some(*v))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        if common.is_empty() {
-            const SHOWN: usize = 8;
-            let shown: Vec<String> = ends.iter().take(SHOWN).map(End::to_string).collect();
-            match ends.len() {
-                n if n > SHOWN => format!("{} (+{} more)", shown.join(", "), n - SHOWN),
-                _ => shown.join(", "),
-            }
-        } else {
-            let selector: Vec<String> = common.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{} ({} members)", selector.join(","), ends.len())
-        }
     }
 }
 
@@ -364,7 +270,7 @@ impl Report<'_> {
             writeln!(
                 out,
                 "{from} → {to} {}: {} → {}",
-                traffic(change),
+                traffic(change.protocol, change.ports),
                 decided(&change.before),
                 decided(&change.after)
             )?;
@@ -400,7 +306,7 @@ impl Report<'_> {
                 "| {} | {} | {} | {} | {} |",
                 cell(from),
                 cell(to),
-                traffic(change),
+                traffic(change.protocol, change.ports),
                 cell(&decided(&change.before)),
                 cell(&decided(&change.after))
             )?;

@@ -12,7 +12,9 @@
 //!                        ├─▶ validate: every object, the policies' tests
 //!                        ├─▶ check: one flow or --flows, by meshguard_policy::evaluate
 //!                        ├─▶ diff: two sides prepared, every flow that changes verdict,
-//!                        │         by meshguard_policy::diff
+//!                        │         by meshguard_policy::diff (words: wording)
+//!                        ├─▶ matrix: member × member cells by meshguard_policy::matrix,
+//!                        │           drawn as SVG or HTML by picture
 //!                        └─▶ compile: one NodePolicy per member, by meshguard_policy::compile
 //! ```
 //!
@@ -26,8 +28,11 @@ mod check_request;
 mod compile;
 mod diff;
 mod load;
+mod matrix;
+pub mod picture;
 mod prepare;
 mod validate;
+mod wording;
 
 use std::{io::Write, path::PathBuf};
 
@@ -74,6 +79,13 @@ pub enum Command {
     /// changes, 1 when something does (with `--fail-on opened`: only when a
     /// flow opens), 2 on bad input.
     Diff(diff::DiffArgs),
+    /// The member × member matrix as a picture (SVG or HTML, on stdout).
+    ///
+    /// Each cell is coloured by what the flows from its row to its column
+    /// get (all allowed, some, none), with the deciding policy and rule on
+    /// hover and, in SVG, in a numbered legend. With --before, cells whose
+    /// flows change verdict are outlined. Exit 0, or 2 on bad input.
+    Matrix(matrix::MatrixArgs),
     /// Write one NodePolicy per member to <OUT>/<member>.yaml.
     ///
     /// Nothing is written unless every input is valid.
@@ -98,6 +110,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         Command::Validate { inputs } => validate::run(&inputs, out, err),
         Command::Check(args) => check::run(&args, out, err),
         Command::Diff(args) => diff::run(&args, out, err),
+        Command::Matrix(args) => matrix::run(&args, out, err),
         Command::CheckRequest(args) => check_request::run(&args, out, err),
         Command::Compile {
             inputs,

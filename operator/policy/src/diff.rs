@@ -31,9 +31,14 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use meshguard_crds::{Action, Protocol, Verdict};
+use meshguard_crds::{Protocol, Verdict};
 
-use crate::{addresses::Prefix, compile::Compiled, policy_set::PolicySet, ports::PortSet};
+use crate::{
+    addresses::Prefix,
+    compile::Compiled,
+    pairs::{PROTOCOLS, Seen, Side, candidates, member_groups, port_runs, port_starts},
+    policy_set::PolicySet,
+};
 
 /// One end of the flows of a change.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -140,121 +145,14 @@ impl Diff {
     }
 }
 
-/// One side of the comparison.
-struct Side<'a> {
-    compiled: &'a Compiled,
-    set: &'a PolicySet,
-    /// Name -> index in `compiled.members()`.
-    members: HashMap<&'a str, usize>,
-}
-
-impl<'a> Side<'a> {
-    fn new(compiled: &'a Compiled) -> Side<'a> {
-        Side {
-            compiled,
-            set: compiled.policy_set(),
-            members: compiled
-                .members()
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m.name.as_str(), i))
-                .collect(),
-        }
-    }
-
-    fn member_signature(&self, member: usize) -> Vec<bool> {
-        (0..self.set.selectors.len())
-            .map(|s| self.compiled.selector_matches(s, member))
-            .collect()
-    }
-
-    fn address_signature(&self, ip: IpAddr) -> Vec<bool> {
-        self.set
-            .selectors
-            .iter()
-            .map(|s| s.matches_address(ip))
-            .collect()
-    }
-
-    /// The rules whose `from` (and whose `to`) the signature matches.
-    fn rules(&self, signature: &[bool]) -> (Vec<usize>, Vec<usize>) {
-        let matches = |selectors: &[usize]| selectors.iter().any(|&s| signature[s]);
-        let from = (0..self.set.rules.len())
-            .filter(|&r| matches(&self.set.rules[r].from.selectors))
-            .collect();
-        let to = (0..self.set.rules.len())
-            .filter(|&r| matches(&self.set.rules[r].to.selectors))
-            .collect();
-        (from, to)
-    }
-
-    fn decide(&self, candidates: &[usize], protocol: Protocol, port: Option<u16>) -> Decided {
-        for &r in candidates {
-            let rule = &self.set.rules[r];
-            if rule.decides() && rule.ports.contains(protocol, port) {
-                return Decided {
-                    verdict: if rule.action == Action::Allow {
-                        Verdict::Allow
-                    } else {
-                        Verdict::Deny
-                    },
-                    by: Some(By {
-                        policy: self.set.policy_of(r).name.clone(),
-                        rule: self.set.rule_label(r),
-                    }),
-                };
-            }
-        }
-        Decided {
-            verdict: Verdict::Deny,
-            by: None,
-        }
-    }
-}
-
-/// A group as one side sees it: absent, or the rules its ends meet.
-struct Seen {
-    present: bool,
-    from: Vec<usize>,
-    to: Vec<usize>,
-    /// `to` as bits, for membership.
-    to_bits: Vec<u64>,
-}
-
-impl Seen {
-    fn meets_to(&self, rule: usize) -> bool {
-        self.to_bits
-            .get(rule / 64)
-            .is_some_and(|word| word & (1 << (rule % 64)) != 0)
-    }
-}
-
 pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
     let sides = [Side::new(before), Side::new(after)];
-    let names: BTreeSet<&str> = sides
+    let (member_groups, mut seen) = member_groups(&sides);
+    let mut groups: Vec<Vec<End>> = member_groups
         .iter()
-        .flat_map(|s| s.members.keys().copied())
+        .map(|names| names.iter().map(|n| End::Member((*n).to_owned())).collect())
         .collect();
-
-    // Members by their signatures on both sides.
-    let mut groups: Vec<Vec<End>> = Vec::new();
-    let mut seen: Vec<[Seen; 2]> = Vec::new();
-    let mut by_signature: HashMap<[Option<Vec<bool>>; 2], usize> = HashMap::new();
-    for name in &names {
-        let signatures = [0, 1].map(|i| {
-            sides[i]
-                .members
-                .get(name)
-                .map(|&m| sides[i].member_signature(m))
-        });
-        let next = groups.len();
-        let group = *by_signature.entry(signatures.clone()).or_insert(next);
-        if group == next {
-            groups.push(Vec::new());
-            seen.push([0, 1].map(|i| view(&sides[i], signatures[i].as_deref())));
-        }
-        groups[group].push(End::Member((*name).to_owned()));
-    }
+    let names: BTreeSet<&str> = member_groups.into_iter().flatten().collect();
 
     // Address regions, each a group of its own.
     let member_ips: HashSet<IpAddr> = sides
@@ -264,7 +162,7 @@ pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
     for (prefix, except, ip) in regions(&sides, &member_ips) {
         let signatures = [0, 1].map(|i| Some(sides[i].address_signature(ip)));
         groups.push(vec![End::Addresses { prefix, except }]);
-        seen.push([0, 1].map(|i| view(&sides[i], signatures[i].as_deref())));
+        seen.push([0, 1].map(|i| sides[i].view(signatures[i].as_deref())));
     }
 
     let (decided, same_rule) = pairs_to_decide(&sides, &seen);
@@ -448,54 +346,6 @@ fn pairs_to_decide(
     (pairs.into_iter().collect(), before_to_after)
 }
 
-fn view(side: &Side, signature: Option<&[bool]>) -> Seen {
-    match signature {
-        Some(signature) => {
-            let (from, to) = side.rules(signature);
-            let mut to_bits = vec![0u64; side.set.rules.len().div_ceil(64)];
-            for &r in &to {
-                to_bits[r / 64] |= 1 << (r % 64);
-            }
-            Seen {
-                present: true,
-                from,
-                to,
-                to_bits,
-            }
-        }
-        None => Seen {
-            present: false,
-            from: Vec::new(),
-            to: Vec::new(),
-            to_bits: Vec::new(),
-        },
-    }
-}
-
-/// The rules that can decide flows from `src` to `dst`, in order, up to
-/// the one after which every port of every protocol `check` decides is
-/// decided (the rest can change nothing).
-fn candidates(set: &PolicySet, src: &Seen, dst: &Seen) -> Vec<usize> {
-    let mut open = PortSet {
-        other: false,
-        ..PortSet::all()
-    };
-    let mut out = Vec::new();
-    for &r in src.from.iter().filter(|&&r| dst.meets_to(r)) {
-        out.push(r);
-        let rule = &set.rules[r];
-        if rule.decides() {
-            open = open.minus(&rule.ports);
-            if open.is_empty() {
-                break;
-            }
-        }
-    }
-    out
-}
-
-const PROTOCOLS: [Protocol; 4] = [Protocol::TCP, Protocol::UDP, Protocol::SCTP, Protocol::ICMP];
-
 fn pair_changes(
     sides: &[Side; 2],
     same_rule: &[Option<usize>],
@@ -544,37 +394,21 @@ fn pair_changes(
         // Where some rule of either side starts or stops covering ports.
         let mut starts = BTreeSet::from([1u32]);
         for (i, side) in sides.iter().enumerate() {
-            for &r in &rules[i] {
-                let ranges = match protocol {
-                    Protocol::TCP => &side.set.rules[r].ports.tcp,
-                    Protocol::UDP => &side.set.rules[r].ports.udp,
-                    _ => &side.set.rules[r].ports.sctp,
-                };
-                for &(lo, hi) in ranges.spans() {
-                    starts.insert(lo as u32);
-                    starts.insert(hi as u32 + 1);
-                }
-            }
+            port_starts(side.set, &rules[i], protocol, &mut starts);
         }
-        let starts: Vec<u32> = starts
-            .into_iter()
-            .filter(|&p| p <= u16::MAX as u32)
-            .collect();
         let mut run: Option<(u16, u16, Decided, Decided)> = None;
-        for (k, &start) in starts.iter().enumerate() {
-            let end = starts.get(k + 1).map_or(u16::MAX as u32, |next| next - 1);
-            let port = start as u16;
+        for (port, end) in port_runs(&starts) {
             let (before, after) = (
                 decide(0, protocol, Some(port)),
                 decide(1, protocol, Some(port)),
             );
             match &mut run {
-                Some((_, hi, b, a)) if *b == before && *a == after => *hi = end as u16,
+                Some((_, hi, b, a)) if *b == before && *a == after => *hi = end,
                 _ => {
                     if let Some(done) = run.take() {
                         push_run(done, from, to, protocol, out);
                     }
-                    run = Some((port, end as u16, before, after));
+                    run = Some((port, end, before, after));
                 }
             }
         }
