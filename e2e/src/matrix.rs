@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use meshguard_cli::picture::{Heading, Picture, Shade, State};
 use serde_json::Value;
 
 use crate::{mesh::Mesh, probe::Traffic};
@@ -173,6 +174,75 @@ pub fn print(cells: &[Cell], only: Option<&str>) -> usize {
         }
     }
     disagreements
+}
+
+/// The measured matrix as a picture (`meshguard matrix`'s drawing): one
+/// cell per ordered pair of `members`, coloured by what the network let
+/// through, outlined where that is not what `meshguard check` predicted;
+/// the hover text lists each flow, measured beside predicted.
+pub fn picture(title: &str, members: &[String], cells: &[Cell]) -> Picture {
+    let mut pairs: BTreeMap<(&str, &str), Vec<&Cell>> = BTreeMap::new();
+    for cell in cells {
+        pairs.entry((&cell.from, &cell.to)).or_default().push(cell);
+    }
+    let mut shades = Vec::with_capacity(members.len() * members.len());
+    for from in members {
+        for to in members {
+            let measured = pairs.get(&(from.as_str(), to.as_str()));
+            let Some(measured) = measured.filter(|_| from != to) else {
+                shades.push(Shade {
+                    state: State::Itself,
+                    marked: false,
+                    lines: Vec::new(),
+                });
+                continue;
+            };
+            let passed = measured.iter().filter(|c| c.measured).count();
+            let lines = measured
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}{}: {}, predicted {} ({})",
+                        if c.predicted == c.measured {
+                            ""
+                        } else {
+                            "DISAGREES "
+                        },
+                        label(c.traffic),
+                        if c.measured { "passed" } else { "refused" },
+                        verdict(c.predicted),
+                        c.decided_by
+                    )
+                })
+                .collect();
+            shades.push(Shade {
+                state: match passed {
+                    0 => State::Deny,
+                    n if n == measured.len() => State::Allow,
+                    _ => State::Partial,
+                },
+                marked: measured.iter().any(|c| c.predicted != c.measured),
+                lines,
+            });
+        }
+    }
+    let flows: BTreeSet<String> = cells.iter().map(|c| label(c.traffic)).collect();
+    Picture {
+        title: title.to_owned(),
+        caption: format!(
+            "Each cell: what the network did with the flows from its row to its column ({}), measured with real connections through the agents; its hover text lists each flow beside what meshguard check predicted.",
+            flows.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+        axis: members
+            .iter()
+            .map(|m| Heading {
+                label: m.clone(),
+                members: vec![m.clone()],
+            })
+            .collect(),
+        cells: shades,
+        mark: Some("measured is not what meshguard check predicted".to_owned()),
+    }
 }
 
 fn verdict(allowed: bool) -> &'static str {

@@ -1,7 +1,8 @@
 //! The randomized soak: random policy sets over a four-node mesh in network
 //! namespaces, compiled by `meshguard compile`, enforced by the real agents,
 //! and every cell of the measured matrix (every ordered pair, TCP ports and
-//! ICMP) compared with `meshguard check`: prediction equals reality.
+//! ICMP) compared with `meshguard check`: prediction equals reality. Each
+//! measured matrix is also drawn as the demo draws it and read back.
 //!
 //! A failure prints the seed; `MESHGUARD_SOAK_SEED=<seed>` replays it, and
 //! `MESHGUARD_SOAK_ROUNDS` sets how many policy sets one run tries (4).
@@ -10,11 +11,13 @@
 
 use std::time::Duration;
 
+use meshguard_cli::picture;
 use meshguard_e2e::{
-    matrix::{all_pairs, label, measure},
+    matrix::{self, Cell, all_pairs, label, measure},
     mesh::{Backend, Mesh, Traffic},
 };
 use meshguard_testkit::{
+    pictures,
     random_policy::{member_selector, policy},
     rng::Rng,
 };
@@ -85,7 +88,7 @@ fn random_policy_sets_are_enforced_as_predicted(backend: Backend) {
         }
         mesh.wait_applied(&revisions, Duration::from_secs(30))
             .unwrap();
-        let cells = measure(&mesh, &flows, 48).unwrap();
+        let mut cells = measure(&mesh, &flows, 48).unwrap();
         let wrong: Vec<String> = cells
             .iter()
             .filter(|c| c.predicted != c.measured)
@@ -109,8 +112,58 @@ fn random_policy_sets_are_enforced_as_predicted(backend: Backend) {
             wrong.join("\n")
         );
         checked += cells.len();
+        drawn_as_measured(&names, &mut cells, &format!("{backend:?}-{round}"));
     }
     eprintln!("{checked} cells over {rounds} random policy sets: prediction equals measurement");
+}
+
+/// The demo's picture of a measured matrix, read back by lxml/html5lib:
+/// one cell per ordered pair, coloured by what was measured, none
+/// outlined (nothing disagreed); then with one measurement flipped, exactly
+/// that pair outlined.
+fn drawn_as_measured(names: &[String], cells: &mut [Cell], name: &str) {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("soak-{name}.html"));
+    let read = |cells: &[Cell]| {
+        let page = picture::html("soak", &[matrix::picture("soak", names, cells)]);
+        std::fs::write(&path, page).unwrap();
+        pictures::read(&path).remove(0)
+    };
+    let shown = read(cells);
+    assert_eq!(
+        shown.rows,
+        names.iter().map(|n| vec![n.clone()]).collect::<Vec<_>>()
+    );
+    for (row, from) in names.iter().enumerate() {
+        for (col, to) in names.iter().enumerate() {
+            let measured: Vec<bool> = cells
+                .iter()
+                .filter(|c| &c.from == from && &c.to == to)
+                .map(|c| c.measured)
+                .collect();
+            let state = match measured.iter().filter(|m| **m).count() {
+                _ if from == to => "itself",
+                0 => "deny",
+                n if n == measured.len() => "allow",
+                _ => "partial",
+            };
+            let cell = &shown.cells[&(row, col)];
+            assert_eq!(cell["state"], state, "{from} → {to}");
+            assert_eq!(cell["marked"], false, "{from} → {to}");
+        }
+    }
+    cells[0].measured = !cells[0].measured;
+    let flipped = read(cells);
+    cells[0].measured = !cells[0].measured;
+    let marked: Vec<(usize, usize)> = flipped
+        .cells
+        .iter()
+        .filter(|(_, c)| c["marked"] == true)
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(
+        marked,
+        vec![(flipped.row_of(&cells[0].from), flipped.row_of(&cells[0].to))]
+    );
 }
 
 meshguard_e2e::for_each_backend!(random_policy_sets_are_enforced_as_predicted,);

@@ -7,8 +7,10 @@
 //! and measures how long every node took to enforce it. Then it sends HTTP
 //! requests through a real Envoy to a PolicyChain of `examples/` served by
 //! the agent over ext_proc, each status next to `meshguard check-request`'s
-//! prediction. The last line counts the disagreements between prediction
-//! and measurement; the exit status is 0 only when there are none.
+//! prediction. The measured matrix, before and after the quarantine, is
+//! also drawn in `demo-matrix.html` (`--matrix-out`). The last line counts
+//! the disagreements between prediction and measurement; the exit status
+//! is 0 only when there are none.
 //!
 //! Needs root (network namespaces). Everything it creates is removed at the
 //! end, also on Ctrl-C.
@@ -23,6 +25,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use meshguard_cli::picture;
 use meshguard_e2e::{
     l7::EXT_PROC,
     l7_demo, manifests,
@@ -49,6 +52,10 @@ struct Args {
     /// The PolicyChain (`<namespace>/<name>`) of the L7 section.
     #[arg(long, default_value = "shop/orders-api")]
     chain: String,
+    /// Where the measured matrix is drawn (HTML: before and after the
+    /// quarantine, each cell measured beside predicted).
+    #[arg(long, default_value = "demo-matrix.html")]
+    matrix_out: PathBuf,
     /// The agents' packet filter (`DEMO_BACKEND=ebpf make demo`).
     #[arg(long, env = "DEMO_BACKEND", default_value = "iptables", value_parser = ["iptables", "ebpf"])]
     backend: String,
@@ -210,6 +217,11 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         "\nConnectivity, measured (✓ passed, ✗ refused), grouped by the rule `meshguard check` says decides"
     );
     let cells = measure(&mesh, &all_pairs(&names, &traffic), args.parallel)?;
+    let mut pictures = vec![matrix::picture(
+        &format!("{} as enforced", args.examples.display()),
+        &names,
+        &cells,
+    )];
     let mut disagreements = matrix::print(&cells, None);
     println!(
         "  {} cells, {} allowed, {disagreements} disagreements",
@@ -251,6 +263,11 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
     println!("  every node enforcing after {slowest:.0} ms");
     let cells = measure(&mesh, &all_pairs(&names, &traffic), args.parallel)?;
     println!("  connectivity of {} now:", args.quarantine);
+    pictures.push(matrix::picture(
+        &format!("after quarantining {}", args.quarantine),
+        &names,
+        &cells,
+    ));
     let after = matrix::print(&cells, Some(&args.quarantine));
     let elsewhere = cells
         .iter()
@@ -269,6 +286,14 @@ fn run(args: &Args, cleaner: &Arc<Mutex<Option<Cleaner>>>) -> anyhow::Result<usi
         );
     }
     disagreements += after + elsewhere;
+    let page = picture::html("meshguard demo: the mesh measured", &pictures);
+    std::fs::write(&args.matrix_out, page)
+        .with_context(|| format!("writing {}", args.matrix_out.display()))?;
+    let written = std::path::absolute(&args.matrix_out)?;
+    println!(
+        "\nThe measured matrix, before and after the quarantine, is drawn in {} (open it in a browser; hover over a cell for each flow beside its prediction)",
+        written.display()
+    );
 
     println!(
         "\nL7: PolicyChain {} through Envoy, measured beside `meshguard check-request`",

@@ -6,6 +6,7 @@
 //! - [`deploy`]: `deploy/meshguard.yaml` (the chart's default rendering) read
 //!   the way RBAC and environment tests check it.
 //! - [`tokens`]: key sets and JWTs minted by PyJWT, for the L7 tests.
+//! - [`pictures`]: matrix pictures read back by lxml and html5lib.
 //! - [`rng`], [`random_policy`]: a seedable generator and the random
 //!   selectors the randomized tests draw.
 
@@ -13,6 +14,7 @@
 
 pub mod api_server;
 pub mod deploy;
+pub mod pictures;
 pub mod random_policy;
 pub mod rng;
 pub mod tokens;
