@@ -515,9 +515,17 @@ fn the_review_workflow_runs_commands_this_cli_accepts() {
         }
     }
     assert_eq!(
-        commands, 3,
-        "validate, diff -o markdown, diff --fail-on opened"
+        commands, 4,
+        "validate, diff -o markdown, matrix --before, diff --fail-on opened"
     );
+    assert!(
+        runs.iter()
+            .any(|r| r.contains("meshguard matrix") && r.contains("--before") && r.contains("> matrix.html"))
+    );
+    assert!(steps.iter().any(|s| {
+        s["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact@"))
+            && s["with"]["path"] == "matrix.html"
+    }));
     let diff_step = runs.iter().find(|r| r.contains("-o markdown")).unwrap();
     assert!(
         diff_step.contains(r#"[ "$status" -le 1 ] || exit "$status""#),

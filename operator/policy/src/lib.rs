@@ -10,6 +10,9 @@
 //!               ipam (mesh IPs)                         ▲ atoms · peers · filters · node · memo
 //!  PolicyChain, Secret, ConfigMap ─▶ secrets ───────────┘ chains
 //!  addresses (prefixes, normalisation)   diagnostics (what every stage reports)
+//!
+//!  Compiled ×2 ─▶ pairs (groups of members alike, the rules between two) ─┬─▶ diff
+//!                                                                         └─▶ matrix
 //! ```
 //!
 //! Where each rule of `docs/semantics.md` lives:
