@@ -10,7 +10,10 @@
 //! pipeline as in `kubectl`. Logical junctors (`oneOf`, ...) are refused by a
 //! test on the generated schemas, so they need no support here.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{LazyLock, RwLock},
+};
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -233,7 +236,7 @@ fn string(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError
         ));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        match Regex::new(pattern) {
+        match compiled(pattern) {
             Ok(re) if re.is_match(text) => {}
             Ok(_) => errors.push(err(
                 path,
@@ -278,6 +281,28 @@ fn number(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError
             ),
         ));
     }
+}
+
+/// `pattern` compiled once per process. Patterns come from our own schemas
+/// (a handful); compiling one for every string checked was a fifth of the
+/// time `meshguard validate` spent on 6,000 objects.
+fn compiled(pattern: &str) -> Result<Regex, regex::Error> {
+    static COMPILED: LazyLock<RwLock<HashMap<String, Regex>>> = LazyLock::new(RwLock::default);
+    // A poisoned lock only means another thread panicked mid-insert of a
+    // compiled regex; the map itself is still whole, so keep using it.
+    if let Some(re) = COMPILED
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(pattern)
+    {
+        return Ok(re.clone());
+    }
+    let re = Regex::new(pattern)?;
+    COMPILED
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(pattern.to_owned(), re.clone());
+    Ok(re)
 }
 
 fn flag(schema: &Value, key: &str) -> bool {

@@ -7,6 +7,7 @@ use meshguard_policy::compile::Compiler;
 
 use crate::{
     args::{InputArgs, exit},
+    load::Checker,
     prepare::prepare_with,
 };
 
@@ -17,7 +18,12 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let prepared = match prepare_with(args, Compiler::default().audit_peers(audit_peers), err)? {
+    let prepared = match prepare_with(
+        args,
+        Compiler::default().audit_peers(audit_peers),
+        &Checker::default(),
+        err,
+    )? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };

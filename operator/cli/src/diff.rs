@@ -13,13 +13,15 @@ use clap::{Args, ValueEnum};
 use meshguard_crds::{Protocol, Verdict};
 use meshguard_policy::{
     addresses::{self, Prefix},
+    compile::Compiler,
     diff::{By, Decided, Diff, End, GroupChange, PeerChange, diff},
 };
 use serde::Serialize;
 
 use crate::{
     args::{InputArgs, exit},
-    prepare::prepare,
+    load::Checker,
+    prepare::prepare_with,
     wording::{self, Names, decided, traffic},
 };
 
@@ -104,11 +106,13 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
         mesh_cidr: args.mesh_cidr,
         listen_port: args.listen_port,
     };
-    let before = match prepare(&side(&args.before), err)? {
+    // One checker: what both sides hold alike is checked once.
+    let checker = Checker::default();
+    let before = match prepare_with(&side(&args.before), Compiler::default(), &checker, err)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
-    let after = match prepare(&side(&args.after), err)? {
+    let after = match prepare_with(&side(&args.after), Compiler::default(), &checker, err)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };

@@ -40,7 +40,7 @@ use clap::{Parser, Subcommand};
 use meshguard_crds::{Kind, manifests};
 
 pub use args::{InputArgs, ProtocolArg, exit};
-pub use load::{InputError, Loaded, documents, load};
+pub use load::{Checker, InputError, Loaded, documents, load};
 pub use prepare::{Prepared, prepare, prepare_with};
 
 #[derive(Parser, Debug)]

@@ -7,13 +7,21 @@
 //! are ignored, so a GitOps repository can be pointed at as it is.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt,
+    num::NonZero,
     path::{Path, PathBuf},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
-use meshguard_crds::{API_VERSION, Kind, MeshNode, MeshPolicy, PolicyChain, validation::Validator};
+use meshguard_crds::{
+    API_VERSION, Kind, MeshNode, MeshPolicy, PolicyChain,
+    validation::{FieldError, Validator},
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -55,20 +63,50 @@ pub struct Loaded {
     origins: BTreeMap<(String, String, String), PathBuf>,
 }
 
+/// Checks our objects (schema, CEL, semantics) and remembers each distinct
+/// document's answer, so that reading two versions of mostly the same
+/// manifests (`diff`, `matrix --before`) checks what is alike once. Share
+/// one between the loads of one command.
+#[derive(Default)]
+pub struct Checker {
+    validator: Validator,
+    answers: Mutex<HashMap<String, Result<(), Vec<FieldError>>>>,
+}
+
+impl Checker {
+    fn check(&self, kind: Kind, doc: &Value) -> Result<(), Vec<FieldError>> {
+        // The document as JSON is its identity (key order is the parser's,
+        // the same for the same text).
+        let key = doc.to_string();
+        let known = self
+            .answers
+            .lock()
+            .map(|answers| answers.get(&key).cloned())
+            .unwrap_or_default();
+        if let Some(answer) = known {
+            return answer;
+        }
+        let answer = self.validator.validate(kind, doc);
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.insert(key, answer.clone());
+        }
+        answer
+    }
+}
+
 /// Reads every path; returns all problems found, not just the first.
-pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<InputError>> {
+pub fn load(paths: &[PathBuf], checker: &Checker) -> Result<Loaded, Vec<InputError>> {
     let mut errors = Vec::new();
     let files = manifest_files(paths, &mut errors);
-    let validator = Validator::new();
     let mut loaded = Loaded {
         files: files.len(),
         ..Loaded::default()
     };
-    for file in &files {
-        match file_documents(file) {
+    for (file, read) in files.iter().zip(read_and_check(&files, checker)) {
+        match read {
             Ok(docs) => {
-                for (number, doc) in docs.into_iter().enumerate() {
-                    loaded.add(file, number + 1, doc, &validator, &mut errors);
+                for (number, (doc, checked)) in docs.into_iter().enumerate() {
+                    loaded.add(file, number + 1, doc, checked, &mut errors);
                 }
             }
             Err(e) => errors.push(e),
@@ -79,6 +117,65 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<InputError>> {
     } else {
         Err(errors)
     }
+}
+
+/// A document and, when it is an object of ours ([`our_kind`]), what the
+/// schema, CEL and semantic checks say of it.
+type Checked = (Value, Option<Result<(), Vec<FieldError>>>);
+
+/// Every file read, parsed and its objects checked, in `files`' order.
+/// This is most of the time (CEL's regexes, the schema walk, YAML) and
+/// independent per file, so it runs on every core; what depends on order
+/// (a name seen twice, which file came first) happens after, in order.
+fn read_and_check(files: &[PathBuf], checker: &Checker) -> Vec<Result<Vec<Checked>, InputError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, NonZero::get)
+        .clamp(1, files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, Result<Vec<Checked>, InputError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(file) = files.get(i) else {
+                            return done;
+                        };
+                        let checked = file_documents(file).map(|docs| {
+                            docs.into_iter()
+                                .map(|doc| {
+                                    let result = our_kind(&doc).map(|k| checker.check(k, &doc));
+                                    (doc, result)
+                                })
+                                .collect()
+                        });
+                        done.push((i, checked));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| match worker.join() {
+                Ok(done) => done,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    // Each index was taken by exactly one worker: sorted, they are `files`.
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, read)| read).collect()
+}
+
+/// The kind of a document that is one of our objects to check: our
+/// apiVersion, one of our kinds, not a NodePolicy (an output of `compile`).
+fn our_kind(doc: &Value) -> Option<Kind> {
+    if doc.get("apiVersion").and_then(Value::as_str) != Some(API_VERSION) {
+        return None;
+    }
+    let kind = Kind::from_name(doc.get("kind").and_then(Value::as_str)?)?;
+    (kind != Kind::NodePolicy).then_some(kind)
 }
 
 /// Every document in `paths`, untyped and unchecked, with the file it came
@@ -183,7 +280,7 @@ impl Loaded {
         file: &Path,
         number: usize,
         doc: Value,
-        validator: &Validator,
+        checked: Option<Result<(), Vec<FieldError>>>,
         errors: &mut Vec<InputError>,
     ) {
         let api_version = doc
@@ -247,11 +344,24 @@ impl Loaded {
             if kind == Kind::NodePolicy {
                 return; // an output of `compile`, not an input
             }
-            if let Err(field_errors) = validator.validate(kind, &doc) {
-                for e in field_errors {
-                    fail(errors, Some(e.field), e.message);
+            match checked {
+                Some(Ok(())) => {}
+                Some(Err(field_errors)) => {
+                    for e in field_errors {
+                        fail(errors, Some(e.field), e.message);
+                    }
+                    return;
                 }
-                return;
+                // `our_kind` chose what to check by the same tests as
+                // above; should they ever differ, refuse, never skip.
+                None => {
+                    fail(
+                        errors,
+                        None,
+                        "internal error: the object was not checked".to_owned(),
+                    );
+                    return;
+                }
             }
             let scope = if kind.namespaced() {
                 namespace.clone()

@@ -9,14 +9,16 @@ use std::{io::Write, path::PathBuf};
 use clap::{Args, ValueEnum};
 use meshguard_crds::Protocol;
 use meshguard_policy::{
+    compile::Compiler,
     diff::End,
     matrix::{Cell, Matrix, Reach, Segment, Traffic, matrix},
 };
 
 use crate::{
     args::{InputArgs, exit},
+    load::Checker,
     picture::{self, Heading, Picture, Shade, State},
-    prepare::prepare,
+    prepare::prepare_with,
     wording::{Names, decided, traffic},
 };
 
@@ -96,7 +98,9 @@ fn parse_flow(text: &str) -> Result<Flow, String> {
 }
 
 pub fn run(args: &MatrixArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
-    let after = match prepare(&args.inputs, err)? {
+    // One checker: what both versions hold alike is checked once.
+    let checker = Checker::default();
+    let after = match prepare_with(&args.inputs, Compiler::default(), &checker, err)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),
     };
@@ -108,7 +112,7 @@ pub fn run(args: &MatrixArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyho
             mesh_cidr: args.inputs.mesh_cidr,
             listen_port: args.inputs.listen_port,
         };
-        match prepare(&inputs, err)? {
+        match prepare_with(&inputs, Compiler::default(), &checker, err)? {
             Ok(prepared) => Some(prepared),
             Err(code) => return Ok(code),
         }

@@ -14,7 +14,7 @@ use meshguard_policy::{
 
 use crate::{
     args::{InputArgs, exit},
-    load::{InputError, Loaded, load},
+    load::{Checker, InputError, Loaded, load},
 };
 
 /// Inputs read, members resolved, everything compiled.
@@ -26,16 +26,18 @@ pub struct Prepared {
 /// Loads and compiles, printing bad input and warnings to `err`. `Err` holds
 /// the exit code when the input was bad.
 pub fn prepare(args: &InputArgs, err: &mut dyn Write) -> anyhow::Result<Result<Prepared, u8>> {
-    prepare_with(args, Compiler::default(), err)
+    prepare_with(args, Compiler::default(), &Checker::default(), err)
 }
 
-/// [`prepare`] with a configured compiler.
+/// [`prepare`] with a configured compiler and a checker shared with other
+/// loads of the same command.
 pub fn prepare_with(
     args: &InputArgs,
     mut compiler: Compiler,
+    checker: &Checker,
     err: &mut dyn Write,
 ) -> anyhow::Result<Result<Prepared, u8>> {
-    let loaded = match load(&args.files) {
+    let loaded = match load(&args.files, checker) {
         Ok(loaded) => loaded,
         Err(errors) => {
             for e in errors {

@@ -518,12 +518,13 @@ fn the_review_workflow_runs_commands_this_cli_accepts() {
         commands, 4,
         "validate, diff -o markdown, matrix --before, diff --fail-on opened"
     );
-    assert!(
-        runs.iter()
-            .any(|r| r.contains("meshguard matrix") && r.contains("--before") && r.contains("> matrix.html"))
-    );
+    assert!(runs.iter().any(|r| r.contains("meshguard matrix")
+        && r.contains("--before")
+        && r.contains("> matrix.html")));
     assert!(steps.iter().any(|s| {
-        s["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact@"))
+        s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("actions/upload-artifact@"))
             && s["with"]["path"] == "matrix.html"
     }));
     let diff_step = runs.iter().find(|r| r.contains("-o markdown")).unwrap();

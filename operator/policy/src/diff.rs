@@ -29,6 +29,7 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    num::NonZero,
 };
 
 use meshguard_crds::{Protocol, Verdict};
@@ -166,20 +167,45 @@ pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
     }
 
     let (decided, same_rule) = pairs_to_decide(&sides, &seen);
-    let mut changes = Vec::new();
-    for &(from, to) in &decided {
-        let single_member = groups[from].len() == 1 && matches!(groups[from][0], End::Member(_));
-        if from == to && single_member {
-            continue; // a member with itself: no mesh flow
+    let decide = |pairs: &[(usize, usize)]| {
+        let mut changes = Vec::new();
+        for &(from, to) in pairs {
+            let single_member =
+                groups[from].len() == 1 && matches!(groups[from][0], End::Member(_));
+            if from == to && single_member {
+                continue; // a member with itself: no mesh flow
+            }
+            pair_changes(
+                &sides,
+                &same_rule,
+                (&seen[from], &seen[to]),
+                (from, to),
+                &mut changes,
+            );
         }
-        pair_changes(
-            &sides,
-            &same_rule,
-            (&seen[from], &seen[to]),
-            (from, to),
-            &mut changes,
-        );
-    }
+        changes
+    };
+    // Pairs are independent: decided on every core, in contiguous runs so
+    // that the changes come out in the same order as one by one. (Also for
+    // a few pairs, so that the tests' small cases go this way too.)
+    let workers = std::thread::available_parallelism().map_or(1, NonZero::get);
+    let changes: Vec<GroupChange> = if workers == 1 || decided.len() < 2 {
+        decide(&decided)
+    } else {
+        let decide = &decide;
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = decided
+                .chunks(decided.len().div_ceil(workers))
+                .map(|run| scope.spawn(move || decide(run)))
+                .collect();
+            runs.into_iter()
+                .flat_map(|run| {
+                    run.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
 
     // Peering follows the decisions (semantics 6): only the members of
     // pairs decided again can change it.
