@@ -12,7 +12,6 @@ use std::{
     collections::BTreeMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Command, Output},
 };
 
 use meshguard_policy::addresses::Prefix;
@@ -22,12 +21,9 @@ use meshguard_testkit::{
 };
 use serde_json::Value;
 
-fn meshguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args(args)
-        .output()
-        .expect("run meshguard")
-}
+mod support;
+
+use support::{check_flows, meshguard};
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 /// Addresses that are no member's on either side (members get 100.96.0.1-5).
@@ -193,28 +189,9 @@ fn decide(dir: &Path, side: &Side, all: &[Flow]) -> Vec<String> {
             None => format!("{} {} {}\n", f.from, f.to, f.protocol),
         })
         .collect();
-    let file = dir.join("flows.txt");
-    std::fs::write(&file, lines).unwrap();
-    let out = meshguard(&[
-        "check",
-        "-f",
-        dir.to_str().unwrap(),
-        "--flows",
-        file.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
-    std::fs::remove_file(&file).unwrap();
-    assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let mut answers = stdout.lines().map(|l| {
-        let v: Value = serde_json::from_str(l).unwrap();
-        v["verdict"].as_str().unwrap().to_owned()
-    });
+    let mut answers = check_flows(dir, &lines, dir)
+        .into_iter()
+        .map(|v| v["verdict"].as_str().unwrap().to_owned());
     all.iter()
         .map(|f| {
             if exists(&f.from) && exists(&f.to) {

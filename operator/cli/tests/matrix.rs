@@ -11,7 +11,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Command, Output},
 };
 
 use meshguard_testkit::{
@@ -22,12 +21,9 @@ use meshguard_testkit::{
 };
 use serde_json::Value;
 
-fn meshguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args(args)
-        .output()
-        .expect("run meshguard")
-}
+mod support;
+
+use support::{check_flows, meshguard};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("matrix-{name}"));
@@ -105,23 +101,9 @@ fn check_all(
             }
         }
     }
-    let file = scratch.join("flows.txt");
-    std::fs::write(&file, lines).unwrap();
-    let run = meshguard(&[
-        "check",
-        "-f",
-        inputs.to_str().unwrap(),
-        "--flows",
-        file.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
-    assert!(matches!(run.status.code(), Some(0 | 1)));
-    let answers: Vec<(String, String)> = String::from_utf8(run.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
+    let answers: Vec<(String, String)> = check_flows(inputs, &lines, scratch)
+        .into_iter()
+        .map(|v| {
             let by = match (&v["policy"], &v["rule"]) {
                 (Value::String(p), Value::String(r)) => format!("({p}/{r})"),
                 (Value::String(p), r) => format!("({p}/{r})"),

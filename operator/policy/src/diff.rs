@@ -34,6 +34,7 @@ use std::{
 
 use meshguard_crds::{Protocol, Verdict};
 
+pub use crate::pairs::{By, Decided};
 use crate::{
     addresses::Prefix,
     compile::Compiled,
@@ -64,20 +65,6 @@ impl std::fmt::Display for End {
             }
         }
     }
-}
-
-/// The rule that decided, as `policy` and `rule` (its name or index).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct By {
-    pub policy: String,
-    pub rule: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Decided {
-    pub verdict: Verdict,
-    /// `None`: the default deny (or, for a member absent on that side, no flow at all).
-    pub by: Option<By>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

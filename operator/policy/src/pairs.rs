@@ -17,12 +17,21 @@ use std::{
 
 use meshguard_crds::{Action, Protocol, Verdict};
 
-use crate::{
-    compile::Compiled,
-    diff::{By, Decided},
-    policy_set::PolicySet,
-    ports::PortSet,
-};
+use crate::{compile::Compiled, policy_set::PolicySet, ports::PortSet};
+
+/// The rule that decided, as `policy` and `rule` (its name or index).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct By {
+    pub policy: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Decided {
+    pub verdict: Verdict,
+    /// `None`: the default deny (or, for a member absent on that side, no flow at all).
+    pub by: Option<By>,
+}
 
 /// Every protocol a flow can have, in the order reports list them.
 pub(crate) const PROTOCOLS: [Protocol; 4] =
