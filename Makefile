@@ -57,10 +57,11 @@ bench: deps ## Benchmarks: compiler (criterion + figures), meshguard diff, opera
 	$(CARGO_TARGET)/release/l7-bench
 
 FUZZ_SECONDS ?= 600
-fuzz: ## Each fuzz target for FUZZ_SECONDS (default 600), stable Rust (cargo-fuzz --sanitizer none); docs/development.md
+FUZZ_TARGETS ?= token ext_proc manifests validation state_file uapi
+fuzz: ## Each fuzz target (FUZZ_TARGETS) for FUZZ_SECONDS (default 600), stable Rust (cargo-fuzz --sanitizer none); docs/development.md
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --version 0.13.2
-	$(CARGO) run -q -p meshguard-fuzz --example seeds -- node-agent/fuzz/corpus
-	@for target in token ext_proc; do \
-	  $(CARGO) fuzz run --sanitizer none --fuzz-dir node-agent/fuzz $$target node-agent/fuzz/corpus/$$target \
+	$(CARGO) run -q -p meshguard-fuzz --example seeds -- fuzz/corpus
+	@for target in $(FUZZ_TARGETS); do \
+	  $(CARGO) fuzz run --sanitizer none --fuzz-dir fuzz $$target fuzz/corpus/$$target \
 	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done

@@ -8,6 +8,7 @@
 //!                             ◀── inputs (members, policies compiled by the CLI, status)
 //!                             ◀── probing (flows sent from inside nodes) ──▶ crate::probe
 //!                             ◀── filter (the backend the agents run, read and broken)
+//!                             ◀── sweep (what runs killed before their cleanup left)
 //! ```
 //!
 //! `crate::matrix` builds on this module; nothing here depends on it.
@@ -16,6 +17,7 @@ mod filter;
 mod inputs;
 mod probing;
 mod processes;
+mod sweep;
 
 use std::{
     cell::RefCell,
@@ -30,6 +32,7 @@ use anyhow::{Context, bail};
 pub use self::{
     filter::{Backend, PINS as EBPF_PINS},
     probing::PASS_WITHIN,
+    sweep::{Swept, sweep},
 };
 use crate::netns::{self, Namespaces, host};
 pub use crate::probe::Traffic;
@@ -102,9 +105,12 @@ impl Mesh {
         if host("id", &["-u"]).map(|u| u.trim() != "0").unwrap_or(true) {
             bail!("the dataplane tests need root and network namespaces (CI runs them as root)");
         }
+        sweep();
         let mut id = [0u8; 3];
         getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         let prefix = format!("mg{:02x}{:02x}{:02x}", id[0], id[1], id[2]);
+        // Before anything is made: a run killed from here on is swept.
+        sweep::claim(&prefix)?;
         let dir = std::env::temp_dir().join("meshguard-e2e").join(&prefix);
         std::fs::create_dir_all(dir.join("in"))?;
         let mounts = PathBuf::from("/run").join(&prefix);
@@ -304,6 +310,7 @@ impl Drop for Mesh {
             }
         }
         self.cleaner().run();
+        sweep::release(&self.prefix);
         // Logs stay for a failed test, or when asked (`MESHGUARD_E2E_KEEP=1`).
         if !std::thread::panicking() && std::env::var_os("MESHGUARD_E2E_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);

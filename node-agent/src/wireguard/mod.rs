@@ -56,6 +56,8 @@ pub enum WireGuardError {
     NoErrno { operation: &'static str },
     #[error("WireGuard daemon sent a line that is not key=value: {0:?}")]
     Garbled(String),
+    #[error("WireGuard daemon's reply cannot be read: {0}")]
+    Unreadable(String),
     #[error("{0}")]
     Kernel(String),
 }

@@ -48,24 +48,45 @@ impl Uapi {
             .map_err(io)?;
         stream.write_all(request.as_bytes()).map_err(io)?;
         let mut reader = BufReader::new(stream);
-        let mut lines = Vec::new();
+        let mut reply = String::new();
         loop {
             let mut line = String::new();
-            if reader.read_line(&mut line).map_err(io)? == 0 {
+            if reader.read_line(&mut line).map_err(io)? == 0 || line == "\n" {
                 break;
             }
-            let line = line.trim_end_matches('\n');
-            if line.is_empty() {
-                break;
+            reply.push_str(&line);
+            if reply.len() > MAX_REPLY {
+                return Err(WireGuardError::Unreadable(format!(
+                    "a reply to {operation} longer than {MAX_REPLY} bytes"
+                )));
             }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| WireGuardError::Garbled(line.to_owned()))?;
-            lines.push((key.to_owned(), value.to_owned()));
         }
-        check_errno(&lines, operation)?;
-        Ok(lines)
+        parse_reply(&reply, operation)
     }
+}
+
+/// Far more than any reply: a `get` of 10,000 peers is about 5 MB.
+pub const MAX_REPLY: usize = 64 << 20;
+
+/// A reply's `key=value` lines, up to the blank line that ends it, with its
+/// `errno` checked: a line that is not `key=value`, or no `errno`, is an
+/// error, never a shorter reply.
+pub fn parse_reply(
+    reply: &str,
+    operation: &'static str,
+) -> Result<Vec<(String, String)>, WireGuardError> {
+    let mut lines = Vec::new();
+    for line in reply.split('\n') {
+        if line.is_empty() {
+            break;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| WireGuardError::Garbled(line.to_owned()))?;
+        lines.push((key.to_owned(), value.to_owned()));
+    }
+    check_errno(&lines, operation)?;
+    Ok(lines)
 }
 
 fn check_errno(lines: &[(String, String)], operation: &'static str) -> Result<(), WireGuardError> {
@@ -82,7 +103,7 @@ fn check_errno(lines: &[(String, String)], operation: &'static str) -> Result<()
 impl Device for Uapi {
     fn get(&mut self) -> Result<DeviceState, WireGuardError> {
         self.exchange("get=1\n\n", "get")
-            .map(|lines| parse_get(&lines))
+            .and_then(|lines| parse_get(&lines))
     }
 
     fn configure(
@@ -149,37 +170,81 @@ pub fn render_add(peers: &[PeerConfig]) -> String {
     out
 }
 
-pub fn parse_get(lines: &[(String, String)]) -> DeviceState {
+/// The device as a `get` reply describes it. All of it or an error: a
+/// peer whose key cannot be read would be a peer the agent cannot see (and
+/// so never removes), and a field of one peer read into the one before
+/// would configure the wrong peer. Keys the agent does not use
+/// (`last_handshake_time_sec`, `protocol_version`, ...) are passed over.
+pub fn parse_get(lines: &[(String, String)]) -> Result<DeviceState, WireGuardError> {
+    fn read<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, WireGuardError> {
+        value
+            .parse()
+            .map_err(|_| WireGuardError::Unreadable(format!("{key}={value:?}")))
+    }
+    let key32 = |key: &str, value: &str| {
+        unhex32(value).ok_or_else(|| WireGuardError::Unreadable(format!("{key}={value:?}")))
+    };
     let mut state = DeviceState::default();
     for (key, value) in lines {
-        match key.as_str() {
-            "own_public_key" => state.public_key = unhex32(value),
-            "listen_port" => state.listen_port = value.parse().ok(),
-            "public_key" => match unhex32(value) {
-                Some(k) => state.peers.push(PeerState {
-                    public_key: k,
-                    ..Default::default()
-                }),
-                None => continue,
-            },
-            _ => {
+        let key = key.as_str();
+        match key {
+            "own_public_key" => state.public_key = Some(key32(key, value)?),
+            "listen_port" => state.listen_port = Some(read(key, value)?),
+            "public_key" => state.peers.push(PeerState {
+                public_key: key32(key, value)?,
+                ..Default::default()
+            }),
+            "endpoint"
+            | "allowed_ip"
+            | "persistent_keepalive_interval"
+            | "rx_bytes"
+            | "tx_bytes" => {
                 let Some(peer) = state.peers.last_mut() else {
-                    continue;
+                    return Err(WireGuardError::Unreadable(format!(
+                        "{key}={value:?} before any public_key"
+                    )));
                 };
-                match key.as_str() {
-                    "endpoint" => peer.endpoint = value.parse().ok(),
-                    "allowed_ip" => peer.allowed_ips.extend(value.parse::<ipnet::IpNet>().ok()),
+                match key {
+                    "endpoint" => peer.endpoint = Some(read(key, value)?),
+                    "allowed_ip" => peer.allowed_ips.push(read(key, value)?),
                     "persistent_keepalive_interval" => {
-                        peer.persistent_keepalive = value.parse().unwrap_or(0)
+                        peer.persistent_keepalive = read(key, value)?
                     }
-                    "rx_bytes" => peer.rx_bytes = value.parse().unwrap_or(0),
-                    "tx_bytes" => peer.tx_bytes = value.parse().unwrap_or(0),
-                    _ => {}
+                    "rx_bytes" => peer.rx_bytes = read(key, value)?,
+                    _ => peer.tx_bytes = read(key, value)?,
                 }
             }
+            _ => {}
         }
     }
-    state
+    Ok(state)
+}
+
+/// A `get` reply describing `state`, as a daemon writes one (the fuzz
+/// target's round trip: what `parse_get` reads back is `state`).
+pub fn render_get(state: &DeviceState) -> String {
+    let mut out = String::new();
+    if let Some(key) = &state.public_key {
+        out.push_str(&format!("own_public_key={}\n", hex(key)));
+    }
+    if let Some(port) = state.listen_port {
+        out.push_str(&format!("listen_port={port}\n"));
+    }
+    for peer in &state.peers {
+        out.push_str(&format!("public_key={}\n", hex(&peer.public_key)));
+        if let Some(endpoint) = peer.endpoint {
+            out.push_str(&format!("endpoint={endpoint}\n"));
+        }
+        for ip in &peer.allowed_ips {
+            out.push_str(&format!("allowed_ip={ip}\n"));
+        }
+        out.push_str(&format!(
+            "persistent_keepalive_interval={}\nrx_bytes={}\ntx_bytes={}\n",
+            peer.persistent_keepalive, peer.rx_bytes, peer.tx_bytes
+        ));
+    }
+    out.push_str("errno=0\n\n");
+    out
 }
 
 #[cfg(test)]
@@ -229,7 +294,7 @@ mod tests {
             .lines()
             .map(|l| l.split_once('=').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap())
             .collect();
-        let state = parse_get(&lines);
+        let state = parse_get(&lines).unwrap();
         assert_eq!(state.listen_port, Some(51820));
         assert_eq!(state.peers.len(), 1);
         assert_eq!(
@@ -249,6 +314,45 @@ mod tests {
             check_errno(&[("errno".into(), "22".into())], "set"),
             Err(WireGuardError::Errno { errno: 22, .. })
         ));
+        assert_eq!(
+            parse_get(&parse_reply(&render_get(&state), "get").unwrap()).unwrap(),
+            state
+        );
+    }
+
+    /// What cannot be read fails the whole reply: a peer dropped or a field
+    /// moved to another peer would leave the interface wrong and unseen.
+    #[test]
+    fn a_get_reply_is_read_whole_or_refused() {
+        let peer = format!("public_key={}\n", hex(&[7; 32]));
+        for bad in [
+            format!("public_key=nothex\n{peer}"),
+            format!("{peer}endpoint=10.0.0.1\n"),
+            format!("{peer}allowed_ip=10.0.0.0/33\n"),
+            format!("{peer}persistent_keepalive_interval=-1\n"),
+            format!("{peer}rx_bytes=x\n"),
+            "allowed_ip=10.0.0.0/8\n".to_owned(),
+            "listen_port=70000\n".to_owned(),
+        ] {
+            let reply = format!("{bad}errno=0\n");
+            let lines = parse_reply(&reply, "get").unwrap();
+            assert!(
+                matches!(parse_get(&lines), Err(WireGuardError::Unreadable(_))),
+                "{reply:?}"
+            );
+        }
+        assert!(matches!(
+            parse_reply("public_key\nerrno=0\n", "get"),
+            Err(WireGuardError::Garbled(_))
+        ));
+        let known = format!("{peer}last_handshake_time_sec=3\nprotocol_version=1\nerrno=0\n");
+        assert_eq!(
+            parse_get(&parse_reply(&known, "get").unwrap())
+                .unwrap()
+                .peers
+                .len(),
+            1
+        );
     }
 
     /// A daemon that answers one request, for the socket handling.

@@ -40,8 +40,8 @@ use clap::{Parser, Subcommand};
 use meshguard_crds::{Kind, manifests};
 
 pub use args::{InputArgs, ProtocolArg, exit};
-pub use load::{Checker, InputError, Loaded, documents, load};
-pub use prepare::{Prepared, prepare, prepare_with};
+pub use load::{Checker, InputError, Loaded, documents, load, load_text};
+pub use prepare::{Prepared, prepare, prepare_loaded, prepare_with};
 
 #[derive(Parser, Debug)]
 #[command(

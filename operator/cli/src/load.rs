@@ -103,15 +103,23 @@ pub fn load(paths: &[PathBuf], checker: &Checker) -> Result<Loaded, Vec<InputErr
         ..Loaded::default()
     };
     for (file, read) in files.iter().zip(read_and_check(&files, checker)) {
-        match read {
-            Ok(docs) => {
-                for (number, (doc, checked)) in docs.into_iter().enumerate() {
-                    loaded.add(file, number + 1, doc, checked, &mut errors);
-                }
-            }
-            Err(e) => errors.push(e),
-        }
+        loaded.add_file(file, read, &mut errors);
     }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+/// [`load`] of one file's text, already read: what the fuzzer feeds.
+pub fn load_text(file: &Path, text: &str, checker: &Checker) -> Result<Loaded, Vec<InputError>> {
+    let mut errors = Vec::new();
+    let mut loaded = Loaded {
+        files: 1,
+        ..Loaded::default()
+    };
+    loaded.add_file(file, check_text(file, text, checker), &mut errors);
     if errors.is_empty() {
         Ok(loaded)
     } else {
@@ -142,14 +150,9 @@ fn read_and_check(files: &[PathBuf], checker: &Checker) -> Vec<Result<Vec<Checke
                         let Some(file) = files.get(i) else {
                             return done;
                         };
-                        let checked = file_documents(file).map(|docs| {
-                            docs.into_iter()
-                                .map(|doc| {
-                                    let result = our_kind(&doc).map(|k| checker.check(k, &doc));
-                                    (doc, result)
-                                })
-                                .collect()
-                        });
+                        let checked = std::fs::read_to_string(file)
+                            .map_err(|e| error(file, None, None, e.to_string()))
+                            .and_then(|text| check_text(file, &text, checker));
                         done.push((i, checked));
                     }
                 })
@@ -166,6 +169,17 @@ fn read_and_check(files: &[PathBuf], checker: &Checker) -> Vec<Result<Vec<Checke
     // Each index was taken by exactly one worker: sorted, they are `files`.
     done.sort_by_key(|(i, _)| *i);
     done.into_iter().map(|(_, read)| read).collect()
+}
+
+/// A file's documents, each of ours with what the checks say of it.
+fn check_text(file: &Path, text: &str, checker: &Checker) -> Result<Vec<Checked>, InputError> {
+    Ok(documents_of(file, text)?
+        .into_iter()
+        .map(|doc| {
+            let checked = our_kind(&doc).map(|kind| checker.check(kind, &doc));
+            (doc, checked)
+        })
+        .collect())
 }
 
 /// The kind of a document that is one of our objects to check: our
@@ -212,7 +226,12 @@ fn manifest_files(paths: &[PathBuf], errors: &mut Vec<InputError>) -> Vec<PathBu
 /// flattened, empty documents left out.
 fn file_documents(file: &Path) -> Result<Vec<Value>, InputError> {
     let text = std::fs::read_to_string(file).map_err(|e| error(file, None, None, e.to_string()))?;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+    documents_of(file, &text)
+}
+
+/// The documents of a file's text (see [`file_documents`]).
+fn documents_of(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
         .map_err(|e| error(file, None, None, format!("not valid YAML: {e}")))?;
     let mut out = Vec::new();
     for doc in docs {
@@ -275,6 +294,23 @@ fn error(
 }
 
 impl Loaded {
+    /// One file's documents in order, or why it could not be read.
+    fn add_file(
+        &mut self,
+        file: &Path,
+        read: Result<Vec<Checked>, InputError>,
+        errors: &mut Vec<InputError>,
+    ) {
+        match read {
+            Ok(docs) => {
+                for (number, (doc, checked)) in docs.into_iter().enumerate() {
+                    self.add(file, number + 1, doc, checked, errors);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
     fn add(
         &mut self,
         file: &Path,

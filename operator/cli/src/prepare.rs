@@ -33,7 +33,7 @@ pub fn prepare(args: &InputArgs, err: &mut dyn Write) -> anyhow::Result<Result<P
 /// loads of the same command.
 pub fn prepare_with(
     args: &InputArgs,
-    mut compiler: Compiler,
+    compiler: Compiler,
     checker: &Checker,
     err: &mut dyn Write,
 ) -> anyhow::Result<Result<Prepared, u8>> {
@@ -46,6 +46,16 @@ pub fn prepare_with(
             return Ok(Err(exit::BAD_INPUT));
         }
     };
+    prepare_loaded(loaded, args, compiler, err)
+}
+
+/// [`prepare_with`] of what is loaded already: members resolved, compiled.
+pub fn prepare_loaded(
+    loaded: Loaded,
+    args: &InputArgs,
+    mut compiler: Compiler,
+    err: &mut dyn Write,
+) -> anyhow::Result<Result<Prepared, u8>> {
     let members = match members(&loaded, args.mesh_cidr) {
         Ok(members) => members,
         Err(errors) => {

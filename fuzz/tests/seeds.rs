@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use meshguard_fuzz::{ext_proc, seeds, token, token_outcome};
+use meshguard_fuzz::{
+    ext_proc, manifests, seeds, state_file, token, token_outcome, uapi, validation,
+};
 
 /// Fewer files than this means the corpus was lost, not minimized.
 const CORPUS_AT_LEAST: usize = 100;
@@ -111,4 +113,67 @@ fn the_committed_corpora_replay_through_the_checks() {
         "{judged} of {} judged",
         messages.len()
     );
+}
+
+#[test]
+fn the_manifest_seeds_compile_and_their_variations_are_refused_by_name() {
+    use meshguard_fuzz::manifests::Reached;
+    let seeds = seeds::manifests().unwrap();
+    assert!(seeds.len() >= 5, "{} seeds", seeds.len());
+    let mut reached = std::collections::BTreeSet::new();
+    for (name, seed) in &seeds {
+        // examples/ is valid: every file loads, and the List of all of it
+        // compiles, so the NodePolicy checks ran.
+        let got = manifests(seed);
+        assert!(got >= Reached::RefusedAfterLoading, "{name}: {got:?}");
+        reached.insert(got);
+        for input in variations(seed, 97) {
+            reached.insert(manifests(&input));
+        }
+    }
+    assert!(reached.contains(&Reached::Compiled), "{reached:?}");
+    assert!(reached.contains(&Reached::Refused), "{reached:?}");
+}
+
+#[test]
+fn the_validation_seeds_pass_as_their_own_kind() {
+    let seeds = seeds::validation().unwrap();
+    assert!(seeds.len() > 10);
+    let ours = ["-MeshPolicy-", "-PolicyChain-", "-MeshNode-"];
+    let mut checked = 0;
+    for (name, seed) in &seeds {
+        if ours.iter().any(|kind| name.contains(kind)) {
+            assert!(validation(seed) >= 1, "{name} passes as no kind");
+            checked += 1;
+        }
+        for input in variations(seed, 31) {
+            validation(&input);
+        }
+    }
+    assert!(checked > 10, "{checked} of our objects among the seeds");
+}
+
+#[test]
+fn the_state_file_seeds_are_enforceable_and_cuts_are_refused_naming_the_file() {
+    use meshguard_fuzz::state_file::Reached;
+    let mut reached = std::collections::BTreeSet::new();
+    for (name, seed) in seeds::state_file().unwrap() {
+        assert_eq!(state_file(&seed), Reached::Enforceable, "{name}");
+        for input in variations(&seed, 53) {
+            reached.insert(state_file(&input));
+        }
+    }
+    assert!(reached.contains(&Reached::Refused), "{reached:?}");
+}
+
+#[test]
+fn the_uapi_seeds_are_read_and_broken_ones_refused() {
+    let mut refused = 0;
+    for (name, seed) in seeds::uapi() {
+        assert!(uapi(&seed), "{name} was not read");
+        for input in variations(&seed, 3) {
+            refused += usize::from(!uapi(&input));
+        }
+    }
+    assert!(refused > 0);
 }

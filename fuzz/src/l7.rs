@@ -1,5 +1,4 @@
-//! What the fuzz targets run, also replayed over their seeds by
-//! `tests/seeds.rs` in `make test`. Each input goes the way a request from
+//! The L7 targets (`token`, `ext_proc`). Each input goes the way a request from
 //! Envoy goes through the agent (`convert` → `ChainSet::answer` →
 //! `convert::request_response`), and each checks what must hold whatever
 //! the input: nothing panics, every answer is one of the statuses its chain
@@ -16,13 +15,6 @@
 //!                   access · headers → 200, 401 (only /private), 403, 429; never 200 on /private
 //!  any other        no chain → 403 (--unmatched-route deny)
 //! ```
-
-#![forbid(unsafe_code)]
-// A fuzz harness: a panic is how it reports, and its fixed chains either
-// load or every run fails at once.
-#![allow(clippy::expect_used)]
-
-pub mod seeds;
 
 use std::{cell::RefCell, sync::Arc, time::Duration};
 
