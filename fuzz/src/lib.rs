@@ -25,7 +25,36 @@ pub mod uapi;
 pub mod validation;
 
 pub use l7::{ext_proc, token, token_outcome};
+// For `target!`, so that the target files need nothing but this crate.
+#[doc(hidden)]
+pub use libfuzzer_sys;
 pub use manifests::manifests;
 pub use state_file::state_file;
 pub use uapi::uapi;
 pub use validation::validation;
+
+/// A fuzz target's entry point, for `fuzz_targets/<name>.rs` (which also
+/// says `#![cfg_attr(fuzzing, no_main)]`). Under `cargo fuzz` (`--cfg
+/// fuzzing`) libFuzzer drives `$run`. Built any other way (`cargo build
+/// --workspace`, `cargo test --all-targets`) the target is a replayer
+/// instead: `<name> FILE...` runs each file through the same checks, and
+/// with no file it does nothing, so a workspace test run never starts an
+/// endless fuzzing session.
+#[macro_export]
+macro_rules! target {
+    ($run:path) => {
+        #[cfg(fuzzing)]
+        $crate::libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+            let _ = $run(data);
+        });
+
+        #[cfg(not(fuzzing))]
+        fn main() -> std::io::Result<()> {
+            for path in std::env::args_os().skip(1) {
+                let _ = $run(&std::fs::read(&path)?);
+                println!("{}: held", std::path::Path::new(&path).display());
+            }
+            Ok(())
+        }
+    };
+}

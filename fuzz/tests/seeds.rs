@@ -177,3 +177,60 @@ fn the_uapi_seeds_are_read_and_broken_ones_refused() {
     }
     assert!(refused > 0);
 }
+
+/// The corpora of the targets over what meshguard reads from files and
+/// daemons (committed: the minimized corpus's inputs of at most 1 KiB;
+/// docs/development.md): each replays through its checks, and a good part
+/// of each gets past parsing, so the deeper checks ran.
+#[test]
+fn the_committed_reader_corpora_replay_through_the_checks() {
+    use meshguard_fuzz::{manifests::Reached as Loaded, state_file::Reached as State};
+    let replay = |target: &str| {
+        let inputs = seeds::corpus(target).unwrap();
+        assert!(
+            inputs.len() >= CORPUS_AT_LEAST,
+            "corpus/{target}: {}",
+            inputs.len()
+        );
+        inputs
+    };
+    let inputs = replay("manifests");
+    let compiled = inputs
+        .iter()
+        .filter(|(_, i)| manifests(i) == Loaded::Compiled)
+        .count();
+    assert!(
+        compiled * 10 > inputs.len(),
+        "manifests: {compiled} of {} compiled",
+        inputs.len()
+    );
+    let inputs = replay("validation");
+    let accepted = inputs.iter().filter(|(_, i)| validation(i) > 0).count();
+    assert!(
+        accepted * 20 > inputs.len(),
+        "validation: {accepted} of {} accepted",
+        inputs.len()
+    );
+    let inputs = replay("state_file");
+    let checked = inputs
+        .iter()
+        .filter(|(_, i)| state_file(i) >= State::NotEnforceable)
+        .count();
+    // Few inputs of 1 KiB are a whole NodePolicy (the seeds are 20 KiB):
+    // 42 of 2,546 when committed.
+    assert!(
+        checked >= 20,
+        "state_file: {checked} of {} passed the checks",
+        inputs.len()
+    );
+    let inputs = replay("uapi");
+    let read = inputs.iter().filter(|(_, i)| uapi(i)).count();
+    assert!(
+        read * 4 > inputs.len(),
+        "uapi: {read} of {} read",
+        inputs.len()
+    );
+    eprintln!(
+        "corpora: manifests {compiled} compiled, validation {accepted} accepted, state_file {checked} checked, uapi {read} read"
+    );
+}

@@ -13,6 +13,7 @@
 //!
 //! `crate::matrix` builds on this module; nothing here depends on it.
 
+mod cleaner;
 mod filter;
 mod inputs;
 mod probing;
@@ -30,6 +31,7 @@ use std::{
 use anyhow::{Context, bail};
 
 pub use self::{
+    cleaner::Cleaner,
     filter::{Backend, PINS as EBPF_PINS},
     probing::PASS_WITHIN,
     sweep::{Swept, sweep},
@@ -265,34 +267,6 @@ impl Mesh {
 
     pub fn agent_bin(&self) -> &Path {
         &self.agent_bin
-    }
-}
-
-/// Removes a mesh's namespaces and mounts, killing what still runs in them.
-#[derive(Clone, Debug)]
-pub struct Cleaner {
-    namespaces: Vec<(String, PathBuf)>,
-    switch: String,
-    mounts: PathBuf,
-}
-
-impl Cleaner {
-    pub fn run(&self) {
-        for (net, _) in &self.namespaces {
-            // Everything in the node's network namespace, by pid (never a
-            // pattern match: parallel tests run daemons of the same name).
-            let pids = host("ip", &["netns", "pids", net]).unwrap_or_default();
-            for pid in pids.split_whitespace() {
-                let _ = host("kill", &["-KILL", pid]);
-            }
-        }
-        for (net, mount) in &self.namespaces {
-            let _ = host("ip", &["netns", "del", net]);
-            let _ = host("umount", &[&mount.display().to_string()]);
-        }
-        let _ = host("ip", &["netns", "del", &self.switch]);
-        let _ = host("umount", &[&self.mounts.display().to_string()]);
-        let _ = std::fs::remove_dir_all(&self.mounts);
     }
 }
 

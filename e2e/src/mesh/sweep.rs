@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Cleaner;
+use super::cleaner::Cleaner;
 use crate::netns::host;
 
 /// Where owner records live: `/run` is a tmpfs, emptied at boot, as the

@@ -396,6 +396,34 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
+    /// A daemon that never ends its reply is cut off at [`MAX_REPLY`],
+    /// with an error, rather than read into memory without end.
+    #[test]
+    fn an_endless_reply_is_refused_at_its_bound() {
+        let path =
+            std::env::temp_dir().join(format!("mg-uapi-{}-endless.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let daemon = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let line = format!("allowed_ip=10.0.0.0/8{}\n", " ".repeat(4000));
+            let mut sent = 0;
+            // Until the client hangs up.
+            while (&stream).write_all(line.as_bytes()).is_ok() {
+                sent += line.len();
+            }
+            sent
+        });
+        let err = Uapi::new(path.clone()).get().unwrap_err();
+        assert!(
+            matches!(&err, WireGuardError::Unreadable(m) if m.contains("longer than 67108864 bytes")),
+            "{err}"
+        );
+        let sent = daemon.join().unwrap();
+        assert!(sent >= MAX_REPLY, "{sent}");
+        std::fs::remove_file(path).unwrap();
+    }
+
     #[test]
     fn silence_is_not_success() {
         let (path, daemon) = fake_daemon("\n");

@@ -1,0 +1,98 @@
+//! The bounds the manifest reader enforces (docs/reliability.md, "Limits"),
+//! each refused fast with exit 2 and a message naming the file and the
+//! bound, and each with a document just inside it that loads: the bound is
+//! where the docs say, not lower.
+//!
+//! | bound | value |
+//! |---|---|
+//! | YAML nodes per file (aliases expanded: a billion-laughs document counts what it expands to) | 250,000 |
+//! | YAML nesting depth | 64 |
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+#[allow(dead_code)] // the shared support; this file needs only the binary
+mod support;
+
+use std::{path::Path, time::Instant};
+
+use support::meshguard;
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("limits-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `meshguard validate` of one file holding `text`: exit code and stderr,
+/// with the time it took (printed: a figure, not an assertion).
+fn validate(dir: &Path, name: &str, text: &str) -> (Option<i32>, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let started = Instant::now();
+    let run = meshguard(&["validate", "-f", file.to_str().unwrap()]);
+    eprintln!(
+        "{name}: {} bytes, exit {:?} in {:.2} s",
+        text.len(),
+        run.status.code(),
+        started.elapsed().as_secs_f64()
+    );
+    (
+        run.status.code(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    )
+}
+
+/// A kind meshguard ignores, carrying `value` (so that only the YAML
+/// reader's bounds can refuse it).
+fn ignored(value: &str) -> String {
+    format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{ name: big }}\nspec: {value}\n")
+}
+
+#[test]
+fn a_billion_laughs_is_refused_by_what_it_expands_to() {
+    let dir = scratch("laughs");
+    let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let (code, err) = validate(&dir, "laughs.yaml", &text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("laughs.yaml: not valid YAML"), "{err}");
+    assert!(err.contains("budget breached: Nodes"), "{err}");
+    // Ten aliases of ten aliases, four deep: 11,111 nodes, well inside
+    // (a document of no kind: ignored, exit 0).
+    let small: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+    let (code, err) = validate(&dir, "laughs-small.yaml", &small);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_file_of_more_than_250000_nodes_is_refused() {
+    let dir = scratch("nodes");
+    let list = |n: usize| format!("[{}]", vec!["1"; n].join(","));
+    let (code, err) = validate(&dir, "wide.yaml", &ignored(&list(250_000)));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("wide.yaml: not valid YAML"), "{err}");
+    assert!(err.contains("budget breached: Nodes"), "{err}");
+    let (code, err) = validate(&dir, "inside.yaml", &ignored(&list(240_000)));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn nesting_deeper_than_64_is_refused() {
+    let dir = scratch("deep");
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    // The document mapping is depth 1: 64 lists under `spec` reach 65.
+    let (code, err) = validate(&dir, "deep.yaml", &ignored(&nested(64)));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("deep.yaml: not valid YAML"), "{err}");
+    assert!(err.contains("budget breached: Depth"), "{err}");
+    // Far deeper is refused as fast, by the parser's recursion limit.
+    let (code, err) = validate(&dir, "deeper.yaml", &ignored(&nested(100_000)));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("deeper.yaml: not valid YAML"), "{err}");
+    let (code, err) = validate(&dir, "inside.yaml", &ignored(&nested(63)));
+    assert_eq!(code, Some(0), "{err}");
+}
