@@ -95,6 +95,9 @@ fn assert_gone(prefix: &str, pids: &[String]) {
         !Path::new("/run/meshguard-e2e").join(prefix).exists(),
         "the owner record stays"
     );
+    // The dead run's logs are kept by design (a killed run may need a
+    // look); these two runs' are of no interest.
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join("meshguard-e2e").join(prefix));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //!                             ◀── probing (flows sent from inside nodes) ──▶ crate::probe
 //!                             ◀── filter (the backend the agents run, read and broken)
 //!                             ◀── sweep (what runs killed before their cleanup left)
+//!                             ◀── secrets (what it wrote, scanned for the keys it used)
 //! ```
 //!
 //! `crate::matrix` builds on this module; nothing here depends on it.
@@ -18,6 +19,7 @@ mod filter;
 mod inputs;
 mod probing;
 mod processes;
+mod secrets;
 mod sweep;
 
 use std::{
@@ -34,6 +36,7 @@ pub use self::{
     cleaner::Cleaner,
     filter::{Backend, PINS as EBPF_PINS},
     probing::PASS_WITHIN,
+    secrets::{Hit, Scan, scan as scan_for_secrets},
     sweep::{Swept, sweep},
 };
 use crate::netns::{self, Namespaces, host};
@@ -285,9 +288,31 @@ impl Drop for Mesh {
         }
         self.cleaner().run();
         sweep::release(&self.prefix);
-        // Logs stay for a failed test, or when asked (`MESHGUARD_E2E_KEEP=1`).
-        if !std::thread::panicking() && std::env::var_os("MESHGUARD_E2E_KEEP").is_none() {
+        let scan = secrets::scan(&self.dir);
+        eprintln!(
+            "mesh {}: {} files ({} bytes) scanned for its {} secrets: {} hits",
+            self.prefix,
+            scan.files,
+            scan.bytes,
+            scan.secrets,
+            scan.hits.len()
+        );
+        let leaked = !scan.hits.is_empty();
+        // Logs stay for a failed test, a leak, or when asked (`MESHGUARD_E2E_KEEP=1`).
+        if !std::thread::panicking() && !leaked && std::env::var_os("MESHGUARD_E2E_KEEP").is_none()
+        {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        if leaked && !std::thread::panicking() {
+            let hits: Vec<String> = scan
+                .hits
+                .iter()
+                .map(|h| format!("{} in {}", h.what, h.file.display()))
+                .collect();
+            panic!(
+                "secret material where it does not belong: {}",
+                hits.join("; ")
+            );
         }
     }
 }
