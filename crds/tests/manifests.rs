@@ -559,35 +559,115 @@ fn node_at<'a>(schema: &'a Value, path: &str) -> &'a Value {
     node
 }
 
-#[test]
-fn documented_limits_match_the_schemas() {
+/// The limits table of docs/api.md: (kind, field, at most).
+fn documented_limits() -> Vec<(Kind, String, u64)> {
     let doc = std::fs::read_to_string(repo_root().join("docs/api.md")).expect("docs/api.md");
     let table = doc
         .split("<!-- limits:begin -->")
         .nth(1)
         .and_then(|t| t.split("<!-- limits:end -->").next())
         .expect("limits table markers");
-    let mut rows = 0;
-    for line in table
+    table
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| kind"))
-    {
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        let [kind, field, limit] = cells[..] else {
-            panic!("bad row: {line}")
-        };
-        let kind = Kind::from_name(kind).unwrap_or_else(|| panic!("unknown kind in {line}"));
-        let schema = manifests::schema(kind);
-        let node = node_at(&schema, field.trim_matches('`'));
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let [kind, field, limit] = cells[..] else {
+                panic!("bad row: {line}")
+            };
+            let kind = Kind::from_name(kind).unwrap_or_else(|| panic!("unknown kind in {line}"));
+            let limit = limit
+                .parse()
+                .unwrap_or_else(|_| panic!("bad limit in {line}"));
+            (kind, field.trim_matches('`').to_owned(), limit)
+        })
+        .collect()
+}
+
+#[test]
+fn documented_limits_match_the_schemas() {
+    let limits = documented_limits();
+    for (kind, field, limit) in &limits {
+        let schema = manifests::schema(*kind);
+        let node = node_at(&schema, field);
         let actual = ["maxItems", "maxProperties", "maxLength"]
             .iter()
             .find_map(|k| node[k].as_u64());
-        assert_eq!(
-            actual.map(|n| n.to_string()).as_deref(),
-            Some(limit),
-            "docs/api.md: {kind} {field}"
-        );
-        rows += 1;
+        assert_eq!(actual, Some(*limit), "docs/api.md: {kind} {field}");
     }
-    assert!(rows >= 20, "limits table has {rows} rows");
+    assert!(limits.len() >= 20, "limits table has {} rows", limits.len());
+}
+
+/// A value one past `limit` for the schema node (a list, a map or a string).
+fn one_too_many(node: &Value, limit: u64) -> Value {
+    let element = |items: &Value, i: u64| match items["type"].as_str() {
+        Some("string") => Value::from(format!("x{i}")),
+        Some("integer") => Value::from(i),
+        _ => serde_json::json!({}),
+    };
+    let n = limit + 1;
+    if node.get("maxItems").is_some() {
+        Value::Array((0..n).map(|i| element(&node["items"], i)).collect())
+    } else if node.get("maxProperties").is_some() {
+        Value::Object(
+            (0..n)
+                .map(|i| (format!("k{i}"), element(&node["additionalProperties"], i)))
+                .collect(),
+        )
+    } else {
+        Value::from("x".repeat(n as usize))
+    }
+}
+
+/// Every limit of the table is enforced by the checks the CLI and the
+/// operator run (`Validator::validate`), with an error naming the field
+/// and the limit: an object one past it is refused.
+#[test]
+fn every_documented_limit_is_enforced_naming_the_field() {
+    let validator = meshguard_crds::validation::Validator::new();
+    for (kind, field, limit) in documented_limits() {
+        let schema = manifests::schema(kind);
+        let mut object = serde_json::json!({
+            "apiVersion": meshguard_crds::API_VERSION,
+            "kind": kind.name(),
+            "metadata": { "name": "limits" },
+        });
+        let parts: Vec<&str> = field.split('.').collect();
+        let (mut at, mut node, mut path) = (&mut object, &schema, String::new());
+        for (i, part) in parts.iter().enumerate() {
+            let (name, items) = part
+                .strip_suffix("[]")
+                .map_or((*part, false), |n| (n, true));
+            node = &node["properties"][name];
+            path = if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
+            };
+            if i + 1 == parts.len() {
+                at[name] = one_too_many(node, limit);
+            } else if items {
+                at[name] = serde_json::json!([{}]);
+                at = &mut at[name][0];
+                node = &node["items"];
+                path.push_str("[0]");
+            } else {
+                if at[name].is_null() {
+                    at[name] = serde_json::json!({});
+                }
+                at = &mut at[name];
+            }
+        }
+        let errors = validator
+            .validate(kind, &object)
+            .expect_err(&format!("{kind} {field}: one past {limit} accepted"));
+        assert!(
+            errors.iter().any(|e| e.field == path
+                && (e.message.contains(&format!("at most {limit} "))
+                    || e.message.contains(&format!("longer than {limit}")))),
+            "{kind} {field}: no error names {path} and {limit}; {} errors, the first: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(3)]
+        );
+    }
 }

@@ -29,7 +29,10 @@ fn a_secret_a_mesh_wrote_fails_the_test_that_made_it() {
         message.contains("the WireGuard private key of a in"),
         "{message}"
     );
-    assert!(!message.contains(key.trim()), "the message repeats the secret");
+    assert!(
+        !message.contains(key.trim()),
+        "the message repeats the secret"
+    );
     assert!(dir.join("a-agent.log").exists(), "the files were not kept");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,6 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
+    io::Read,
     num::NonZero,
     path::{Path, PathBuf},
     sync::{
@@ -150,9 +151,8 @@ fn read_and_check(files: &[PathBuf], checker: &Checker) -> Vec<Result<Vec<Checke
                         let Some(file) = files.get(i) else {
                             return done;
                         };
-                        let checked = std::fs::read_to_string(file)
-                            .map_err(|e| error(file, None, None, e.to_string()))
-                            .and_then(|text| check_text(file, &text, checker));
+                        let checked =
+                            read_manifest(file).and_then(|text| check_text(file, &text, checker));
                         done.push((i, checked));
                     }
                 })
@@ -225,8 +225,29 @@ fn manifest_files(paths: &[PathBuf], errors: &mut Vec<InputError>) -> Vec<PathBu
 /// One file's documents: multi-document YAML (JSON is YAML), `kind: List`
 /// flattened, empty documents left out.
 fn file_documents(file: &Path) -> Result<Vec<Value>, InputError> {
-    let text = std::fs::read_to_string(file).map_err(|e| error(file, None, None, e.to_string()))?;
-    documents_of(file, &text)
+    documents_of(file, &read_manifest(file)?)
+}
+
+/// The most a manifest file may hold. The API server takes objects of
+/// about 1.5 MiB; a file of many is read whole, so it is bounded before
+/// it is read (a path to `/dev/zero` must not eat the memory).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// A manifest file's text, refused past [`MAX_FILE_BYTES`] or when it is
+/// not UTF-8.
+fn read_manifest(file: &Path) -> Result<String, InputError> {
+    let failed = |message: String| error(file, None, None, message);
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| failed(e.to_string()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(failed(format!(
+            "more than {} MiB; split the manifests into several files",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    Ok(text)
 }
 
 /// The documents of a file's text (see [`file_documents`]).

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | YAML nodes per file (aliases expanded: a billion-laughs document counts what it expands to) | 250,000 |
 //! | YAML nesting depth | 64 |
+//! | bytes per file | 16 MiB |
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -95,4 +96,22 @@ fn nesting_deeper_than_64_is_refused() {
     assert!(err.contains("deeper.yaml: not valid YAML"), "{err}");
     let (code, err) = validate(&dir, "inside.yaml", &ignored(&nested(63)));
     assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_file_of_more_than_16_mib_is_refused_before_it_is_read() {
+    let dir = scratch("bytes");
+    // One long comment: no YAML node bound applies, only the size.
+    let big = format!("# {}\n{}", "x".repeat(16 << 20), ignored("{}"));
+    let (code, err) = validate(&dir, "big.yaml", &big);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("big.yaml: more than 16 MiB"), "{err}");
+    let inside = format!("# {}\n{}", "x".repeat((16 << 20) - 200), ignored("{}"));
+    let (code, err) = validate(&dir, "inside.yaml", &inside);
+    assert_eq!(code, Some(0), "{err}");
+    // A file that never ends is cut off at the bound, not read whole.
+    let run = meshguard(&["validate", "-f", "/dev/zero"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("/dev/zero: "), "{err}");
 }
