@@ -126,3 +126,50 @@ fn changes_content(kind: &EventKind) -> bool {
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failure report
+
+    use super::*;
+
+    /// The state file's YAML bounds (docs/reliability.md): the node budget
+    /// is raised to 10,000,000 for large NodePolicies, but aliases keep
+    /// their default limits, so a billion-laughs file is refused at once,
+    /// and so is nesting past 64 — each naming the file.
+    #[test]
+    fn the_state_files_yaml_bounds_refuse_naming_the_file() {
+        let validator = Validator::new();
+        let path = Path::new("/var/lib/meshguard/state.yaml");
+        let mut laughs =
+            String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            laughs.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let deep = format!("spec: {}{}\n", "[".repeat(70), "]".repeat(70));
+        for (what, text) in [("billion laughs", laughs), ("nesting", deep)] {
+            let started = std::time::Instant::now();
+            let refused = parse(path, &text, "db-1", &validator).unwrap_err();
+            assert!(
+                matches!(refused, StateError::Syntax { .. }),
+                "{what}: {refused}"
+            );
+            assert!(
+                refused
+                    .to_string()
+                    .starts_with("state file /var/lib/meshguard/state.yaml: not valid YAML"),
+                "{what}: {refused}"
+            );
+            eprintln!("{what}: refused in {:?}", started.elapsed());
+        }
+        // A list of 300,000 nodes, past the manifests' 250,000, is YAML the
+        // agent reads (refused later only because it is no NodePolicy).
+        let wide = format!("items: [{}]\n", vec!["1"; 300_000].join(","));
+        let refused = parse(path, &wide, "db-1", &validator).unwrap_err();
+        assert!(
+            matches!(refused, StateError::NotNodePolicy { .. }),
+            "{refused}"
+        );
+    }
+}

@@ -135,7 +135,7 @@ impl Diff {
 
 pub fn diff(before: &Compiled, after: &Compiled) -> Diff {
     let sides = [Side::new(before), Side::new(after)];
-    let (member_groups, mut seen) = member_groups(&sides);
+    let (member_groups, mut seen) = member_groups(sides.each_ref());
     let mut groups: Vec<Vec<End>> = member_groups
         .iter()
         .map(|names| names.iter().map(|n| End::Member((*n).to_owned())).collect())

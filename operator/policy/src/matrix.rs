@@ -120,19 +120,20 @@ impl Matrix {
 /// says what it was and whether it changes (exactly as `diff` finds).
 pub fn matrix(after: &Compiled, before: Option<&Compiled>, traffic: &Traffic) -> Matrix {
     let after_side = Side::new(after);
-    let (groups, seen): (Vec<Vec<&str>>, Vec<[Option<Seen>; 2]>) = match before {
+    let before_side = before.map(Side::new);
+    let (groups, seen): (Vec<Vec<&str>>, Vec<[Option<Seen>; 2]>) = match &before_side {
         None => {
-            let (groups, seen) = member_groups(&[after_side]);
+            let (groups, seen) = member_groups([&after_side]);
             let seen = seen.into_iter().map(|[a]| [Some(a), None]).collect();
             (groups, seen)
         }
-        Some(before) => {
-            let (groups, seen) = member_groups(&[Side::new(after), Side::new(before)]);
+        Some(before_side) => {
+            let (groups, seen) = member_groups([&after_side, before_side]);
             let seen = seen.into_iter().map(|[a, b]| [Some(a), Some(b)]).collect();
             (groups, seen)
         }
     };
-    let sides = [Some(Side::new(after)), before.map(Side::new)];
+    let sides = [Some(&after_side), before_side.as_ref()];
     let changed = before.map(|before| changed_pairs(before, after, &groups, traffic));
     let n = groups.len();
     let mut cells = Vec::with_capacity(n * n);
@@ -143,7 +144,7 @@ pub fn matrix(after: &Compiled, before: Option<&Compiled>, traffic: &Traffic) ->
                 continue;
             }
             let on = |i: usize| -> Option<Vec<Segment>> {
-                let side = sides[i].as_ref()?;
+                let side = sides[i]?;
                 let (src, dst) = (seen[from][i].as_ref()?, seen[to][i].as_ref()?);
                 (src.present && dst.present).then(|| segments(side, src, dst, traffic))
             };

@@ -158,7 +158,7 @@ impl Seen {
 /// (absent counts), in name order of each group's first member; with each
 /// group's view on each side.
 pub(crate) fn member_groups<'a, const N: usize>(
-    sides: &[Side<'a>; N],
+    sides: [&Side<'a>; N],
 ) -> (Vec<Vec<&'a str>>, Vec<[Seen; N]>) {
     let names: BTreeSet<&str> = sides
         .iter()
