@@ -7,20 +7,16 @@
 //!   node, the CRD schema and its rules, a revision) and can enforce
 //!   (`desired::parse`): nothing the operator writes is refused downstream.
 
-use std::{cell::RefCell, path::Path, sync::LazyLock};
+use std::{path::Path, sync::LazyLock};
 
 use meshguard_agent::{desired, state};
 use meshguard_cli::{Checker, InputArgs, load_text, prepare_loaded};
 use meshguard_crds::{NodePolicy, validation::Validator};
 use meshguard_policy::{addresses::parse_mesh_cidr, compile::Compiler};
 
-/// Inputs between fresh checkers: a checker remembers every document it
-/// checked, which a long run must not accumulate.
-const CHECKER_LIFETIME: u32 = 1024;
-
-thread_local! {
-    static CHECKER: RefCell<(u32, Checker)> = RefCell::new((0, Checker::default()));
-}
+/// One checker for the run: the default remembers nothing, so a long run
+/// accumulates nothing.
+static CHECKER: LazyLock<Checker> = LazyLock::new(Checker::default);
 
 static VALIDATOR: LazyLock<Validator> = LazyLock::new(Validator::new);
 
@@ -40,15 +36,7 @@ pub fn manifests(data: &[u8]) -> Reached {
         return Reached::NotText;
     };
     let file = Path::new("fuzz/manifests.yaml");
-    let loaded = CHECKER.with(|cell| {
-        let mut held = cell.borrow_mut();
-        held.0 += 1;
-        if held.0 > CHECKER_LIFETIME {
-            *held = (0, Checker::default());
-        }
-        load_text(file, text, &held.1)
-    });
-    let loaded = match loaded {
+    let loaded = match load_text(file, text, &CHECKER) {
         Ok(loaded) => loaded,
         Err(errors) => {
             assert!(!errors.is_empty(), "refused without a reason");

@@ -297,7 +297,7 @@ impl Drop for Mesh {
             scan.secrets,
             scan.hits.len()
         );
-        let leaked = !scan.hits.is_empty();
+        let leaked = !scan.hits.is_empty() || !scan.unread.is_empty();
         // Logs stay for a failed test, a leak, or when asked (`MESHGUARD_E2E_KEEP=1`).
         if !std::thread::panicking() && !leaked && std::env::var_os("MESHGUARD_E2E_KEEP").is_none()
         {
@@ -308,9 +308,15 @@ impl Drop for Mesh {
                 .hits
                 .iter()
                 .map(|h| format!("{} in {}", h.what, h.file.display()))
+                .chain(
+                    scan.unread
+                        .iter()
+                        .map(|u| format!("cannot scan for secrets: {u}")),
+                )
                 .collect();
             panic!(
-                "secret material where it does not belong: {}",
+                "the secrets scan of {}: {}",
+                self.dir.display(),
                 hits.join("; ")
             );
         }

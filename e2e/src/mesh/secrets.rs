@@ -30,14 +30,19 @@ pub struct Scan {
     pub bytes: usize,
     pub secrets: usize,
     pub hits: Vec<Hit>,
+    /// Where the secrets to look for could not be read: a scan that does
+    /// not know them all is no scan, so this fails like a hit.
+    pub unread: Vec<String>,
 }
 
 /// Shorter than this, a "secret" would match by chance.
 const SHORTEST: usize = 8;
 
-/// The secrets a mesh at `dir` used, each with what it is.
-fn secrets(dir: &Path) -> Vec<(String, String)> {
+/// The secrets a mesh at `dir` used, each with what it is; and what could
+/// not be read.
+fn secrets(dir: &Path) -> (Vec<(String, String)>, Vec<String>) {
     let mut out = Vec::new();
+    let mut unread = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "key") {
@@ -47,6 +52,7 @@ fn secrets(dir: &Path) -> Vec<(String, String)> {
                 .to_string_lossy()
                 .into_owned();
             let Ok(text) = std::fs::read_to_string(&path) else {
+                unread.push(path.display().to_string());
                 continue;
             };
             let key = text.trim().to_owned();
@@ -57,7 +63,10 @@ fn secrets(dir: &Path) -> Vec<(String, String)> {
             out.push((key, format!("the WireGuard private key of {node}")));
         }
     }
-    let inputs = meshguard_cli::documents(&[dir.join("in")]).unwrap_or_default();
+    let inputs = meshguard_cli::documents(&[dir.join("in")]).unwrap_or_else(|errors| {
+        unread.extend(errors.iter().map(ToString::to_string));
+        Vec::new()
+    });
     for (file, doc) in inputs.iter().filter(|(_, d)| d["kind"] == "Secret") {
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
         let strings = doc["stringData"].as_object().into_iter().flatten();
@@ -82,7 +91,7 @@ fn secrets(dir: &Path) -> Vec<(String, String)> {
         }
     }
     out.retain(|(value, _)| value.len() >= SHORTEST);
-    out
+    (out, unread)
 }
 
 /// Every file under `dir` but the inputs and the key files.
@@ -101,11 +110,12 @@ fn produced(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Scans what the mesh at `dir` produced for the secrets it used.
 pub fn scan(dir: &Path) -> Scan {
-    let secrets = secrets(dir);
+    let (secrets, unread) = secrets(dir);
     let mut files = Vec::new();
     produced(dir, &mut files);
     let mut scan = Scan {
         secrets: secrets.len(),
+        unread,
         ..Scan::default()
     };
     for file in files {
@@ -185,6 +195,13 @@ mod tests {
             hits[1].1.starts_with("key alice of Secret keys"),
             "{hits:?}"
         );
+        assert!(found.unread.is_empty(), "{:?}", found.unread);
+
+        // Inputs it cannot read are said, not taken for "no secrets".
+        std::fs::write(dir.join("in/broken.yaml"), "kind: [unclosed\n").unwrap();
+        let blind = scan(&dir);
+        assert_eq!(blind.unread.len(), 1, "{blind:?}");
+        assert!(blind.unread[0].contains("broken.yaml"), "{blind:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -58,7 +58,11 @@ pub(super) fn claim(prefix: &str) -> anyhow::Result<()> {
     let owner =
         Owner::this().ok_or_else(|| anyhow::anyhow!("cannot read this process's start time"))?;
     std::fs::create_dir_all(OWNERS)?;
-    std::fs::write(record(prefix), format!("{} {}\n", owner.pid, owner.started))?;
+    // Written aside, then renamed: a sweep in another process never reads
+    // a half-written record (which it would take for a dead owner's).
+    let aside = Path::new(OWNERS).join(format!(".{prefix}.new"));
+    std::fs::write(&aside, format!("{} {}\n", owner.pid, owner.started))?;
+    std::fs::rename(&aside, record(prefix))?;
     Ok(())
 }
 
@@ -90,6 +94,9 @@ pub fn sweep() -> Swept {
         .collect();
     for entry in entries.flatten() {
         let prefix = entry.file_name().to_string_lossy().into_owned();
+        if prefix.starts_with('.') {
+            continue; // a record being written
+        }
         let owner = std::fs::read_to_string(entry.path()).ok().and_then(|text| {
             let mut fields = text.split_whitespace();
             Some(Owner {

@@ -107,7 +107,7 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow:
         listen_port: args.listen_port,
     };
     // One checker: what both sides hold alike is checked once.
-    let checker = Checker::default();
+    let checker = Checker::remembering();
     let before = match prepare_with(&side(&args.before), Compiler::default(), &checker, err)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),

@@ -64,23 +64,37 @@ pub struct Loaded {
     origins: BTreeMap<(String, String, String), PathBuf>,
 }
 
-/// Checks our objects (schema, CEL, semantics) and remembers each distinct
-/// document's answer, so that reading two versions of mostly the same
-/// manifests (`diff`, `matrix --before`) checks what is alike once. Share
-/// one between the loads of one command.
+/// Checks our objects (schema, CEL, semantics). One made by
+/// [`Checker::remembering`] also remembers each distinct document's answer,
+/// so that reading two versions of mostly the same manifests (`diff`,
+/// `matrix --before`) checks what is alike once; share it between the loads
+/// of one command. The default remembers nothing (one load needs no memory
+/// of every document it read).
 #[derive(Default)]
 pub struct Checker {
     validator: Validator,
-    answers: Mutex<HashMap<String, Result<(), Vec<FieldError>>>>,
+    answers: Option<Mutex<HashMap<String, Answer>>>,
 }
 
+/// What the checks said of one document.
+type Answer = Result<(), Vec<FieldError>>;
+
 impl Checker {
-    fn check(&self, kind: Kind, doc: &Value) -> Result<(), Vec<FieldError>> {
+    pub fn remembering() -> Checker {
+        Checker {
+            answers: Some(Mutex::default()),
+            ..Checker::default()
+        }
+    }
+
+    fn check(&self, kind: Kind, doc: &Value) -> Answer {
+        let Some(answers) = &self.answers else {
+            return self.validator.validate(kind, doc);
+        };
         // The document as JSON is its identity (key order is the parser's,
         // the same for the same text).
         let key = doc.to_string();
-        let known = self
-            .answers
+        let known = answers
             .lock()
             .map(|answers| answers.get(&key).cloned())
             .unwrap_or_default();
@@ -88,7 +102,7 @@ impl Checker {
             return answer;
         }
         let answer = self.validator.validate(kind, doc);
-        if let Ok(mut answers) = self.answers.lock() {
+        if let Ok(mut answers) = answers.lock() {
             answers.insert(key, answer.clone());
         }
         answer
@@ -130,7 +144,7 @@ pub fn load_text(file: &Path, text: &str, checker: &Checker) -> Result<Loaded, V
 
 /// A document and, when it is an object of ours ([`our_kind`]), what the
 /// schema, CEL and semantic checks say of it.
-type Checked = (Value, Option<Result<(), Vec<FieldError>>>);
+type Checked = (Value, Option<Answer>);
 
 /// Every file read, parsed and its objects checked, in `files`' order.
 /// This is most of the time (CEL's regexes, the schema walk, YAML) and
@@ -337,7 +351,7 @@ impl Loaded {
         file: &Path,
         number: usize,
         doc: Value,
-        checked: Option<Result<(), Vec<FieldError>>>,
+        checked: Option<Answer>,
         errors: &mut Vec<InputError>,
     ) {
         let api_version = doc

@@ -99,7 +99,7 @@ fn parse_flow(text: &str) -> Result<Flow, String> {
 
 pub fn run(args: &MatrixArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     // One checker: what both versions hold alike is checked once.
-    let checker = Checker::default();
+    let checker = Checker::remembering();
     let after = match prepare_with(&args.inputs, Compiler::default(), &checker, err)? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(code),

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{check_flows, meshguard};
+use support::{check_flows, examples_with, meshguard, quarantine_web_2};
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 /// Addresses that are no member's on either side (members get 100.96.0.1-5).
@@ -313,23 +313,6 @@ fn every_flow_that_changes_verdict_is_listed_once_and_nothing_else() {
     );
 }
 
-fn examples_with(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    for entry in std::fs::read_dir(repo.join("examples")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            let text = edit(&name, std::fs::read_to_string(&path).unwrap());
-            std::fs::write(dir.join(&name), text).unwrap();
-        }
-    }
-    dir.to_path_buf()
-}
-
 /// The README's example: quarantining web-2 (examples/quarantine.yaml)
 /// closes every flow of web-2 and opens nothing.
 #[test]
@@ -337,21 +320,7 @@ fn the_quarantine_closes_web_2_and_opens_nothing() {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("diff-quarantine");
     let _ = std::fs::remove_dir_all(&root);
     let before = examples_with(&root.join("before"), |_, text| text);
-    let after = examples_with(&root.join("after"), |name, text| {
-        if name == "mesh-nodes.yaml" {
-            let quarantined = text.replace(
-                "labels: { role: web, topology.kubernetes.io/zone: eu-2 }",
-                "labels: { role: web, topology.kubernetes.io/zone: eu-2, meshguard.io/quarantine: \"true\" }",
-            );
-            assert_ne!(
-                quarantined, text,
-                "web-2's labels moved in examples/mesh-nodes.yaml"
-            );
-            quarantined
-        } else {
-            text
-        }
-    });
+    let after = examples_with(&root.join("after"), quarantine_web_2);
     let (b, a) = (before.to_str().unwrap(), after.to_str().unwrap());
 
     let out = meshguard(&["diff", "--before", b, "--after", a]);

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{check_flows, meshguard};
+use support::{check_flows, examples_with, meshguard, quarantine_web_2};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("matrix-{name}"));
@@ -376,19 +376,7 @@ fn auto_grouping_starts_above_forty_members() {
 fn the_quarantine_outlines_exactly_the_cells_that_change() {
     let dir = scratch("quarantine");
     let before = examples();
-    let after = dir.join("after");
-    std::fs::create_dir_all(&after).unwrap();
-    for entry in std::fs::read_dir(&before).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let edited = text.replace(
-                "labels: { role: web, topology.kubernetes.io/zone: eu-2 }",
-                "labels: { role: web, topology.kubernetes.io/zone: eu-2, meshguard.io/quarantine: \"true\" }",
-            );
-            std::fs::write(after.join(path.file_name().unwrap()), edited).unwrap();
-        }
-    }
+    let after = examples_with(&dir.join("after"), quarantine_web_2);
     let members = compiled_members(&after, &dir);
     let flows = every_flow(&boundary_ports(&before));
     let was = check_all(&before, &members, &flows, &dir);

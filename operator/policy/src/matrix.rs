@@ -106,8 +106,6 @@ pub struct Matrix {
     /// `groups.len()²`, row (from) by row; `None` for a lone member with
     /// itself (no mesh flow).
     pub cells: Vec<Option<Cell>>,
-    /// Whether an earlier set was compared.
-    pub compared: bool,
 }
 
 impl Matrix {
@@ -163,7 +161,6 @@ pub fn matrix(after: &Compiled, before: Option<&Compiled>, traffic: &Traffic) ->
             .map(|g| g.into_iter().map(str::to_owned).collect())
             .collect(),
         cells,
-        compared: before.is_some(),
     }
 }
 

@@ -1,8 +1,9 @@
-//! What the CLI's randomized tests share: the binary, and `check --flows`
-//! as the brute force they are held to.
+//! What the CLI's tests share: the binary, `check --flows` as the brute
+//! force they are held to, and `examples/` copied with an edit (the
+//! README's quarantine of web-2).
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
@@ -43,4 +44,40 @@ pub fn check_flows(inputs: &Path, lines: &str, scratch: &Path) -> Vec<Value> {
         .collect();
     assert_eq!(answers.len(), lines.lines().count());
     answers
+}
+
+/// `examples/`'s manifests copied into `dir`, each file's text through
+/// `edit(file name, text)`.
+pub fn examples_with(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(repo.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let text = edit(&name, std::fs::read_to_string(&path).unwrap());
+            std::fs::write(dir.join(&name), text).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}
+
+/// The README's edit: web-2 labelled `meshguard.io/quarantine: "true"`
+/// (`examples/quarantine.yaml` then denies all of its traffic).
+pub fn quarantine_web_2(name: &str, text: String) -> String {
+    if name != "mesh-nodes.yaml" {
+        return text;
+    }
+    let quarantined = text.replace(
+        "labels: { role: web, topology.kubernetes.io/zone: eu-2 }",
+        "labels: { role: web, topology.kubernetes.io/zone: eu-2, meshguard.io/quarantine: \"true\" }",
+    );
+    assert_ne!(
+        quarantined, text,
+        "web-2's labels moved in examples/mesh-nodes.yaml"
+    );
+    quarantined
 }
