@@ -76,8 +76,6 @@ pub const ALL_ADDRESSES: &str = "all";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodePolicySpec {
-    /// A content hash of this spec; agents report it back as `observedRevision`.
-    pub revision: String,
     /// The node's own WireGuard interface.
     pub interface: InterfaceSpec,
     /// Exactly the members this node may exchange traffic with.
@@ -105,6 +103,12 @@ pub struct NodePolicySpec {
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub chains: Vec<CompiledChain>,
+    /// A content hash of this spec; agents report it back as `observedRevision`.
+    /// Serialized last on purpose: a state file cut short anywhere before
+    /// its end has no revision and is refused, instead of enforcing the
+    /// part of the lists that was written (a file cut after its peers
+    /// parses as a NodePolicy without rules).
+    pub revision: String,
 }
 
 /// The node's WireGuard interface.
