@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dashboard;
+pub mod flood;
 pub mod l7;
 pub mod l7_bench;
 pub mod l7_demo;

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context;
-use meshguard_crds::{NodePolicyStatus, validation::Validator};
+use meshguard_crds::NodePolicyStatus;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
@@ -502,13 +502,6 @@ async fn start_source(
     updates: mpsc::Sender<Update>,
 ) -> anyhow::Result<(Sink, Option<notify::RecommendedWatcher>)> {
     if let Some(path) = &args.state_file {
-        match state::file::read(path, &args.node, &Validator::new()) {
-            Ok(spec) => updates.send(Update::State(Box::new(spec))).await?,
-            Err(e) if !path.exists() => {
-                tracing::info!(error = %e, "no desired state yet; waiting for the state file")
-            }
-            Err(e) => updates.send(Update::Rejected(e.to_string())).await?,
-        }
         let watcher = state::file::watch(path.clone(), args.node.clone(), updates)
             .context("watching the state file")?;
         let sink = args.status_file.clone().map_or(Sink::Log, Sink::File);

@@ -1,16 +1,18 @@
 //! Real traffic for the dataplane tests, run inside a node's namespaces:
 //! TCP and UDP echo servers, one-shot clients, a held TCP connection that
-//! reports any hiccup, and an HTTP GET for the agent's endpoints.
+//! reports any hiccup, an HTTP GET for the agent's endpoints, and raw
+//! packets counted at the receiver (`flood`, `count`, `pings`).
 //! Exit 0 means the traffic went through (or, for `serve`, ran until killed).
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::ExitCode,
     time::{Duration, Instant},
 };
 
 use clap::{Parser, Subcommand};
+use meshguard_e2e::flood::{self, Protocol};
 
 #[derive(Parser)]
 struct Cli {
@@ -57,6 +59,38 @@ enum Command {
     },
     /// GET a URL on loopback; prints the status line and body.
     Get { to: SocketAddr, path: String },
+    /// Send raw packets of one flow (TCP SYNs, UDP datagrams or ICMP echo
+    /// requests, marked) until standard input closes; prints "sent N ...".
+    Flood {
+        #[arg(long, value_enum)]
+        protocol: Protocol,
+        #[arg(long)]
+        to: Ipv4Addr,
+        /// The destination port (TCP, UDP).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value_t = 2000)]
+        every_us: u64,
+    },
+    /// Count a flood's packets arriving from `from` until standard input
+    /// closes; prints "ready" once listening, then "... received N ...".
+    Count {
+        #[arg(long, value_enum)]
+        protocol: Protocol,
+        #[arg(long)]
+        from: Ipv4Addr,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Echo requests every `every_ms` until standard input closes, then up
+    /// to `linger_ms` for the last answers; prints "sent N received M lost [..]".
+    Pings {
+        to: Ipv4Addr,
+        #[arg(long, default_value_t = 20)]
+        every_ms: u64,
+        #[arg(long, default_value_t = 3000)]
+        linger_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +119,42 @@ fn main() -> ExitCode {
         Command::Udp { to, timeout_ms } => udp_once(to, Duration::from_millis(timeout_ms)),
         Command::Hold { to, seconds } => hold(to, Duration::from_secs(seconds)),
         Command::Get { to, path } => get(to, &path),
+        Command::Flood {
+            protocol,
+            to,
+            port,
+            every_us,
+        } => report(flood::flood(
+            protocol,
+            to,
+            port,
+            Duration::from_micros(every_us),
+            &flood::stop_on_eof(),
+        )),
+        Command::Count {
+            protocol,
+            from,
+            port,
+        } => report(flood::count(
+            protocol,
+            from,
+            port,
+            || {
+                println!("ready");
+                let _ = std::io::stdout().flush();
+            },
+            &flood::stop_on_eof(),
+        )),
+        Command::Pings {
+            to,
+            every_ms,
+            linger_ms,
+        } => report(flood::pings(
+            to,
+            Duration::from_millis(every_ms),
+            Duration::from_millis(linger_ms),
+            &flood::stop_on_eof(),
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +163,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a raw-packet command's figures, its one line of output.
+fn report(figures: std::io::Result<flood::Figures>) -> std::io::Result<()> {
+    println!("{}", figures?);
+    Ok(())
 }
 
 fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {

@@ -14,6 +14,13 @@ use meshguard_crds::{NodePolicy, NodePolicyStatus};
 
 use super::Mesh;
 
+/// State files saved by [`Mesh::saved_states`].
+#[derive(Clone, Debug)]
+pub struct SavedStates {
+    texts: BTreeMap<String, String>,
+    pub revisions: BTreeMap<String, String>,
+}
+
 impl Mesh {
     /// Sets (or, with `None`, removes) a label on a member; the next
     /// `set_policies` compiles with it.
@@ -101,12 +108,36 @@ impl Mesh {
     pub fn write_state(&self, name: &str, policy: &NodePolicy) -> anyhow::Result<()> {
         let path = self.state_file(name);
         std::fs::create_dir_all(path.parent().context("state dir")?)?;
-        let temporary = path.with_extension("tmp");
-        std::fs::write(&temporary, serde_saphyr::to_string(policy)?)?;
-        std::fs::rename(&temporary, &path)?;
+        replace(&path, &serde_saphyr::to_string(policy)?)?;
         self.mesh_ips
             .borrow_mut()
             .insert(name.to_owned(), policy.spec.interface.mesh_ip.clone());
+        Ok(())
+    }
+
+    /// Every node's state file as it is now, to put back later without
+    /// compiling (a test flipping between revisions).
+    pub fn saved_states(&self) -> anyhow::Result<SavedStates> {
+        Ok(SavedStates {
+            texts: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    Ok((
+                        n.name.clone(),
+                        std::fs::read_to_string(self.state_file(&n.name))?,
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            revisions: self.revisions()?,
+        })
+    }
+
+    /// Puts saved state files back, each replaced atomically.
+    pub fn install_states(&self, saved: &SavedStates) -> anyhow::Result<()> {
+        for (name, text) in &saved.texts {
+            replace(&self.state_file(name), text)?;
+        }
         Ok(())
     }
 
@@ -133,6 +164,15 @@ impl Mesh {
             .get(name)
             .cloned()
             .unwrap_or_else(|| panic!("{name} has no mesh IP: compile first"))
+    }
+
+    /// Removes the node's status file: after a crash, to wait for what
+    /// the restarted agent reports rather than what the dead one left.
+    pub fn forget_status(&self, name: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(format!("{name}.status"))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     pub fn status(&self, name: &str) -> Option<NodePolicyStatus> {
@@ -197,4 +237,12 @@ impl Mesh {
             std::thread::sleep(poll);
         }
     }
+}
+
+/// Replaces a file atomically, as `meshguard compile` does: an agent never
+/// reads half of it.
+fn replace(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
 }

@@ -7,6 +7,7 @@
 //!  mod.rs (topology, cleanup) ◀── processes (boringtun, agents, servers, logs)
 //!                             ◀── inputs (members, policies compiled by the CLI, status)
 //!                             ◀── probing (flows sent from inside nodes) ──▶ crate::probe
+//!                             ◀── streams (raw floods and echo streams in the background) ──▶ crate::flood
 //!                             ◀── filter (the backend the agents run, read and broken)
 //!                             ◀── sweep (what runs killed before their cleanup left)
 //!                             ◀── secrets (what it wrote, scanned for the keys it used)
@@ -20,6 +21,7 @@ mod inputs;
 mod probing;
 mod processes;
 mod secrets;
+mod streams;
 mod sweep;
 
 use std::{
@@ -35,8 +37,10 @@ use anyhow::{Context, bail};
 pub use self::{
     cleaner::Cleaner,
     filter::{Backend, PINS as EBPF_PINS},
+    inputs::SavedStates,
     probing::PASS_WITHIN,
     secrets::{Hit, Scan, scan as scan_for_secrets},
+    streams::{Counted, Flooded, Flow, Stream},
     sweep::{Swept, sweep},
 };
 use crate::netns::{self, Namespaces, host};

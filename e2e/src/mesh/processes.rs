@@ -135,6 +135,16 @@ impl Mesh {
         Ok(())
     }
 
+    /// Kills the agent with SIGKILL (no cleanup, no last status) and reaps it.
+    pub fn kill_agent(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(mut child) = self.node_mut(name).agent.take() {
+            // nsenter execs the agent: the child's pid is the agent's.
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
     /// Stops the agent as an orchestrator would (SIGTERM) and waits for it.
     pub fn stop_agent(&mut self, name: &str) -> anyhow::Result<()> {
         if let Some(mut child) = self.node_mut(name).agent.take() {

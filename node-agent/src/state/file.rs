@@ -6,6 +6,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -18,15 +19,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{StateError, Update, check};
-
-/// Reads and checks the state file.
-pub fn read(path: &Path, node: &str, validator: &Validator) -> Result<NodePolicySpec, StateError> {
-    let text = std::fs::read_to_string(path).map_err(|e| StateError::Unreadable {
-        origin: origin(path),
-        message: e.to_string(),
-    })?;
-    parse(path, &text, node, validator)
-}
 
 /// Checks the text of the state file at `path`.
 pub fn parse(
@@ -62,8 +54,15 @@ fn origin(path: &Path) -> String {
     format!("state file {}", path.display())
 }
 
-/// Watches the file and sends an [`Update`] for every change. Keep the
-/// returned watcher alive for as long as updates should come.
+/// Sends an [`Update`] for what the file holds now and again for every
+/// change. Keep the returned watcher alive for as long as updates should come.
+///
+/// The directory is watched before the file is first read: read first, and
+/// a change landing between the read and the watch (an agent restarted
+/// while `meshguard compile` writes) would go unseen until the next change,
+/// leaving the node on an old revision. The first read and the reads after
+/// events share one lock, so updates are sent in the order they were read
+/// and the last one sent holds the newest content.
 pub fn watch(
     path: PathBuf,
     node: String,
@@ -75,10 +74,14 @@ pub fn watch(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let file_name = path.file_name().map(|n| n.to_owned());
-    let validator = Validator::new();
-    // What was last read, so a burst of events for one change (write, close,
-    // rename) is one update.
-    let mut last: Option<String> = None;
+    let reader = Arc::new(Mutex::new(Reader {
+        path,
+        node,
+        validator: Validator::new(),
+        last: None,
+        updates,
+    }));
+    let on_event = reader.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if !changes_content(&event.kind)
@@ -91,29 +94,64 @@ pub fn watch(
         }
         // Let a burst of events (write, then rename) settle.
         std::thread::sleep(Duration::from_millis(20));
-        let update = match std::fs::read_to_string(&path) {
+        lock(&on_event).send_current();
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // On a thread of its own: sending blocks while the channel is full, and
+    // the agent's loop that empties it starts after this returns.
+    std::thread::spawn(move || {
+        let mut reader = lock(&reader);
+        if !reader.path.exists() {
+            tracing::info!(path = %reader.path.display(), "no desired state yet; waiting for the state file");
+        }
+        reader.send_current();
+    });
+    Ok(watcher)
+}
+
+/// A poisoned lock only means a read panicked; the reader holds no
+/// invariant a panic could break (`last` is replaced whole).
+fn lock(reader: &Mutex<Reader>) -> std::sync::MutexGuard<'_, Reader> {
+    reader
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads the file and sends what it holds, once per distinct content.
+struct Reader {
+    path: PathBuf,
+    node: String,
+    validator: Validator,
+    /// What was last read, so a burst of events for one change (write,
+    /// close, rename) is one update.
+    last: Option<String>,
+    updates: mpsc::Sender<Update>,
+}
+
+impl Reader {
+    fn send_current(&mut self) {
+        let path = &self.path;
+        let update = match std::fs::read_to_string(path) {
             Err(_) if !path.exists() => return, // removed: keep enforcing
             Err(e) => Update::Rejected(
                 StateError::Unreadable {
-                    origin: origin(&path),
+                    origin: origin(path),
                     message: e.to_string(),
                 }
                 .to_string(),
             ),
-            Ok(text) if last.as_deref() == Some(text.as_str()) => return,
+            Ok(text) if self.last.as_deref() == Some(text.as_str()) => return,
             Ok(text) => {
-                let update = match parse(&path, &text, &node, &validator) {
+                let update = match parse(path, &text, &self.node, &self.validator) {
                     Ok(spec) => Update::State(Box::new(spec)),
                     Err(e) => Update::Rejected(e.to_string()),
                 };
-                last = Some(text);
+                self.last = Some(text);
                 update
             }
         };
-        let _ = updates.blocking_send(update);
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+        let _ = self.updates.blocking_send(update);
+    }
 }
 
 /// Only events that can change what the file holds. Reading the file raises

@@ -14,8 +14,9 @@
 //!
 //! Every step is a transaction: a failed step leaves what was there. When a
 //! step fails after others went in, what was applied is forgotten, so the
-//! next apply (the reconciler's rollback) rewrites everything; sets only
-//! the failed revision used stay until teardown.
+//! next apply (the reconciler's rollback) rewrites everything and destroys
+//! every set of ours it does not use, read from the kernel: the failed
+//! revision's, or a killed agent's.
 //!
 //! The steps' parts are next door: [`super::ipset`] (set scripts),
 //! [`super::edit`] (in-place chain edits), [`super::hooks`] (jumps from the
@@ -27,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{
     edit::edit_script,
     hooks::{hooks, missing_hooks},
-    ipset::{destroy_script, set_script, sets_in},
+    ipset::{destroy_script, ours, set_script, sets_in},
     render::{CHAINS, Family, IpSet, Rendered, Ruleset},
     tools::{restore_tool, save_tool, tool},
 };
@@ -143,13 +144,26 @@ impl Iptables {
         }
 
         let wanted_names: BTreeSet<&str> = wanted.iter().map(|s| s.name.as_str()).collect();
-        let stale: Vec<&str> = old_sets
-            .keys()
-            .copied()
-            .filter(|n| !wanted_names.contains(n))
-            .collect();
+        let stale: Vec<String> = if self.applied.is_some() {
+            old_sets
+                .keys()
+                .filter(|n| !wanted_names.contains(*n))
+                .map(|n| n.to_string())
+                .collect()
+        } else {
+            // After a start or a failed step, memory does not say what is
+            // in the kernel: the previous run's sets (an agent killed
+            // mid-apply) or a failed revision's. Our chains were just
+            // written whole, so no rule refers to any set not wanted.
+            let listed = command::run("ipset", &["list", "-n"], None)?;
+            ours(&listed, &self.families)
+                .into_iter()
+                .filter(|n| !wanted_names.contains(n))
+                .map(str::to_owned)
+                .collect()
+        };
         if !stale.is_empty() {
-            let script = destroy_script(stale.iter().copied());
+            let script = destroy_script(stale.iter().map(String::as_str));
             command::run("ipset", &["restore", "-exist"], Some(&script))?;
             changes.sets_destroyed = stale.len();
         }

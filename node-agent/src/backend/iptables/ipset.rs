@@ -1,10 +1,10 @@
 //! ipset as the backend drives it: `ipset restore` scripts that fill a set
 //! aside and swap it in (so a packet never meets a half-filled set) or
-//! destroy sets, and `ipset save` output read back.
+//! destroy sets, and `ipset save` / `ipset list -n` output read back.
 
 use std::collections::BTreeMap;
 
-use super::render::IpSet;
+use super::render::{Family, IpSet};
 
 /// `ipset restore` input that fills each set aside and swaps it in.
 pub fn set_script(sets: &[&IpSet]) -> String {
@@ -31,6 +31,21 @@ pub fn destroy_script<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names
         .into_iter()
         .map(|n| format!("destroy {n}\n"))
+        .collect()
+}
+
+/// The sets of ours, in the given families, among `ipset list -n` output
+/// (their temporary `-t` copies included).
+pub fn ours<'a>(listed: &'a str, families: &[Family]) -> Vec<&'a str> {
+    listed
+        .lines()
+        .map(str::trim)
+        .filter(|name| {
+            families.iter().any(|f| {
+                name.strip_prefix(f.prefix())
+                    .is_some_and(|rest| rest.starts_with('-'))
+            })
+        })
         .collect()
 }
 
@@ -64,5 +79,20 @@ mod tests {
         );
         assert_eq!(sets["mg4-s-a"], vec!["10.0.0.1", "10.1.0.0/16"]);
         assert!(sets["other"].is_empty());
+    }
+
+    #[test]
+    fn ours_are_the_managed_families_sets_and_their_copies() {
+        let listed = "mg4-own\nmg4-s-a\nmg4-s-a-t\nmg6-s-b\nmg4x\nother\n  mg4-s-c  \n";
+        assert_eq!(
+            ours(listed, &[Family::V4]),
+            vec!["mg4-own", "mg4-s-a", "mg4-s-a-t", "mg4-s-c"]
+        );
+        assert_eq!(
+            ours(listed, &[Family::V4, Family::V6]).len(),
+            5,
+            "mg6-s-b too"
+        );
+        assert!(ours(listed, &[]).is_empty());
     }
 }

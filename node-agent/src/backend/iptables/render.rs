@@ -57,7 +57,7 @@ pub const NFLOG_PREFIX_MAX: usize = 63;
 
 /// What a family is called in rule text, set names and ipset.
 impl Family {
-    fn prefix(self) -> &'static str {
+    pub fn prefix(self) -> &'static str {
         match self {
             Family::V4 => "mg4",
             Family::V6 => "mg6",
