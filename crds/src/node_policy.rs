@@ -103,11 +103,11 @@ pub struct NodePolicySpec {
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub chains: Vec<CompiledChain>,
+    // Serialized last on purpose: a state file cut short anywhere before
+    // its end has no revision and is refused, instead of enforcing the
+    // part of the lists that was written (a file cut after its peers
+    // parses as a NodePolicy without rules).
     /// A content hash of this spec; agents report it back as `observedRevision`.
-    /// Serialized last on purpose: a state file cut short anywhere before
-    /// its end has no revision and is refused, instead of enforcing the
-    /// part of the lists that was written (a file cut after its peers
-    /// parses as a NodePolicy without rules).
     pub revision: String,
 }
 

@@ -26,5 +26,8 @@ pub const HTTP_HEADER_NAME: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 /// RE2 but Unicode whitespace to Rust's regex.)
 pub const PATH_PREFIX: &str = r"^/[^\t\n\f\r ?#]*$";
 
+/// The longest DNS subdomain, and so the longest label key prefix.
+pub const DNS_SUBDOMAIN_MAX: usize = 253;
+
 /// The longest label key: a 253-character prefix, `/`, and a 63-character name.
-pub const LABEL_KEY_MAX: usize = 317;
+pub const LABEL_KEY_MAX: usize = DNS_SUBDOMAIN_MAX + 1 + 63;

@@ -241,7 +241,7 @@ fn names_and_labels_have_kubernetes_shapes() {
 #[test]
 fn label_keys_in_match_labels_are_checked_in_rust() {
     let v = Validator::new();
-    let message = "label key must be a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+    let message = "label key must be a qualified name: an optional DNS-subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
     for key in [
         "bad key",
         "example.com/",
@@ -536,7 +536,7 @@ fn metadata_labels_are_checked() {
         &v,
         &member,
         "metadata.labels[bad key]",
-        "label key must be a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        "label key must be a qualified name: an optional DNS-subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
         Stage::Semantic,
     );
     assert_rejected(
@@ -607,4 +607,81 @@ fn path_prefixes_refuse_ascii_whitespace_only_as_re2_does() {
         ),
         Stage::Schema,
     );
+}
+
+/// Label sizes, each bound at Kubernetes' own (a key's name 63 characters,
+/// its DNS-subdomain prefix 253, a value 63), held where labels are written
+/// (MeshNode `metadata.labels`, which the offline CLI checks the way the API
+/// server would) and where selectors name them (`matchLabels` keys and
+/// values, `matchExpressions` keys and values): at the bound accepted, one
+/// past it refused naming the field.
+#[test]
+fn label_sizes_are_bounded_where_labels_are_written_and_selected() {
+    let v = Validator::new();
+    let name = |n: usize| "n".repeat(n);
+    // A DNS subdomain of exactly `n` characters: labels of 62 joined by dots.
+    let prefix = |n: usize| -> String {
+        (0..n)
+            .map(|i| if i % 63 == 62 && i != n - 1 { '.' } else { 'p' })
+            .collect()
+    };
+    let keys = [
+        (name(63), true),
+        (name(64), false),
+        (format!("{}/{}", prefix(253), name(63)), true),
+        (format!("{}/k", prefix(254)), false),
+        (format!("{}/{}", prefix(253), name(64)), false),
+    ];
+    let values = [(name(63), true), (name(64), false), (String::new(), true)];
+    let mut checked = 0;
+    let mut check = |object: Value, field: &str, fits: bool| {
+        match validate(&v, &object) {
+            Ok(()) => assert!(fits, "{field} accepted past its bound"),
+            Err(errors) => {
+                assert!(!fits, "{field} refused at the bound: {errors:#?}");
+                assert!(
+                    errors.iter().any(|e| e.field == field),
+                    "refused without naming {field}: {errors:#?}"
+                );
+            }
+        }
+        checked += 1;
+    };
+    for (key, fits) in &keys {
+        let mut member = node(json!({}));
+        member["metadata"]["labels"] = json!({ key.as_str(): "x" });
+        check(member, &format!("metadata.labels[{key}]"), *fits);
+        check(
+            from_selector(json!({ "nodeSelector": { "matchLabels": { key.as_str(): "x" } } })),
+            &format!("spec.rules[0].from[0].nodeSelector.matchLabels[{key}]"),
+            *fits,
+        );
+        check(
+            from_selector(
+                json!({ "nodeSelector": { "matchExpressions": [{ "key": key, "operator": "Exists" }] } }),
+            ),
+            "spec.rules[0].from[0].nodeSelector.matchExpressions[0].key",
+            *fits,
+        );
+    }
+    for (value, fits) in &values {
+        let mut member = node(json!({}));
+        member["metadata"]["labels"] = json!({ "role": value });
+        check(member, "metadata.labels[role]", *fits);
+        check(
+            from_selector(json!({ "nodeSelector": { "matchLabels": { "role": value } } })),
+            "spec.rules[0].from[0].nodeSelector.matchLabels[role]",
+            *fits,
+        );
+        if !value.is_empty() {
+            check(
+                from_selector(
+                    json!({ "nodeSelector": { "matchExpressions": [{ "key": "role", "operator": "In", "values": [value] }] } }),
+                ),
+                "spec.rules[0].from[0].nodeSelector.matchExpressions[0].values[0]",
+                *fits,
+            );
+        }
+    }
+    assert_eq!(checked, 23);
 }

@@ -34,7 +34,7 @@ static LABEL_KEY: LazyLock<Regex> = LazyLock::new(|| compile(patterns::LABEL_KEY
 static LABEL_VALUE: LazyLock<Regex> = LazyLock::new(|| compile(patterns::LABEL_VALUE));
 static HEADER_NAME: LazyLock<Regex> = LazyLock::new(|| compile(patterns::HTTP_HEADER_NAME));
 
-const LABEL_KEY_MESSAGE: &str = "label key must be a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+const LABEL_KEY_MESSAGE: &str = "label key must be a qualified name: an optional DNS-subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
 const LABEL_VALUE_MESSAGE: &str = "a label value is at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
 const HEADER_MESSAGE: &str =
     "header name must be an HTTP token (letters, digits and !#$%&'*+.^_`|~-)";
@@ -53,7 +53,7 @@ pub fn check_metadata(kind: Kind, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     match object.pointer("/metadata/name").and_then(Value::as_str) {
         None | Some("") => errors.push(semantic("metadata.name", "Required value")),
-        Some(name) if name.len() > 253 || !DNS_SUBDOMAIN.is_match(name) => errors.push(semantic(
+        Some(name) if name.len() > patterns::DNS_SUBDOMAIN_MAX || !DNS_SUBDOMAIN.is_match(name) => errors.push(semantic(
             "metadata.name",
             format!("Invalid value: {name:?}: must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and '.', at most 253 characters)"),
         )),
@@ -181,8 +181,14 @@ fn chain_step(step: &ChainStep, path: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// The pattern bounds the name to 63 characters; a pattern cannot bound
+/// the prefix (a DNS subdomain, at most 253), so this does, as Kubernetes'
+/// own label validation does.
 fn is_label_key(key: &str) -> bool {
-    key.len() <= patterns::LABEL_KEY_MAX && LABEL_KEY.is_match(key)
+    let prefix_fits = key
+        .rsplit_once('/')
+        .is_none_or(|(prefix, _)| prefix.len() <= patterns::DNS_SUBDOMAIN_MAX);
+    key.len() <= patterns::LABEL_KEY_MAX && prefix_fits && LABEL_KEY.is_match(key)
 }
 
 fn label_selector(selector: &LabelSelector, path: &str, errors: &mut Vec<FieldError>) {
@@ -190,6 +196,15 @@ fn label_selector(selector: &LabelSelector, path: &str, errors: &mut Vec<FieldEr
         if !is_label_key(key) {
             errors.push(semantic(
                 format!("{path}.matchLabels[{key}]"),
+                LABEL_KEY_MESSAGE,
+            ));
+        }
+    }
+    // The schema checked their shape; this adds the prefix's length.
+    for (i, requirement) in selector.match_expressions.iter().flatten().enumerate() {
+        if !is_label_key(&requirement.key) {
+            errors.push(semantic(
+                format!("{path}.matchExpressions[{i}].key"),
                 LABEL_KEY_MESSAGE,
             ));
         }
