@@ -26,6 +26,7 @@ pub mod patterns;
 pub mod policy_chain;
 pub mod ports;
 pub mod selector;
+pub mod size;
 pub mod validation;
 
 pub use mesh_node::{MeshNode, MeshNodeSpec, MeshNodeStatus};

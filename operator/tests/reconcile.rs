@@ -384,3 +384,129 @@ fn a_chain_is_ready_only_when_every_agent_reports_serving_it() {
     );
     assert_eq!(status.nodes, Some(2));
 }
+
+/// A MeshNode with a public key of its own and a long name (190
+/// characters, a DNS subdomain of four labels) that its endpoint repeats:
+/// 514 bytes as a peer in another's NodePolicy.
+fn bulky_member(i: usize, role: &str) -> meshguard_crds::MeshNode {
+    const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut digits = String::new();
+    let mut n = i;
+    loop {
+        digits.insert(0, BASE64[n % 64] as char);
+        n /= 64;
+        if n == 0 {
+            break;
+        }
+    }
+    let key = format!("{}{digits}A=", "B".repeat(42 - digits.len()));
+    // The hub keeps a short name; the spokes' make its peer list long.
+    let name = match role {
+        "hub" => format!("hub-{i}"),
+        _ => format!(
+            "{role}-{i}.{}.{}.{}",
+            "x".repeat(60),
+            "y".repeat(60),
+            "z".repeat(55)
+        ),
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "meshguard.io/v1alpha1", "kind": "MeshNode",
+        "metadata": {
+            "name": name, "uid": format!("uid-{name}"), "generation": 1, "resourceVersion": "1",
+            "creationTimestamp": "2026-11-23T10:00:00Z", "labels": { "role": role },
+        },
+        "spec": {
+            "publicKey": key,
+            "endpoint": format!("{name}.example.net:51820"),
+        },
+    }))
+    .unwrap()
+}
+
+/// A NodePolicy past the size bound (docs/api.md) is not written: the hub
+/// keeps the NodePolicy it had, its MeshNode turns not Ready with a reason
+/// that names the size and what made it large, one Warning Event says so,
+/// and every other member's NodePolicy is written as usual.
+#[test]
+fn a_node_policy_past_the_size_bound_is_not_written_and_the_node_keeps_its_last() {
+    let mut index = meshguard_operator::index::Index::default();
+    index.apply(Update::MeshNode(Box::new(bulky_member(0, "hub"))));
+    for i in 1..=100 {
+        index.apply(Update::MeshNode(Box::new(bulky_member(i, "spoke"))));
+    }
+    let hub_to_spokes: meshguard_crds::MeshPolicy = serde_json::from_value(json!({
+        "apiVersion": "meshguard.io/v1alpha1", "kind": "MeshPolicy",
+        "metadata": { "name": "hub", "uid": "uid-hub-policy", "generation": 1, "resourceVersion": "1", "creationTimestamp": "2026-11-23T10:00:00Z" },
+        "spec": { "priority": 100, "rules": [{
+            "name": "ping", "action": "Allow",
+            "from": [{ "nodeSelector": { "matchLabels": { "role": "hub" } } }],
+            "to": [{ "nodeSelector": { "matchLabels": { "role": "spoke" } } }],
+            "ports": [{ "protocol": "ICMP" }],
+        }] },
+    }))
+    .unwrap();
+    index.apply(Update::Policy(Box::new(hub_to_spokes)));
+    let mut settings = settings();
+    settings.mesh_cidr = "100.64.0.0/16".parse().unwrap();
+    let mut reconciler = meshguard_operator::reconcile::Reconciler::new(settings);
+
+    // 100 spokes: the hub's NodePolicy fits and is written.
+    let plan = reconciler.plan(&index, &now());
+    assert!(plan.oversized.is_empty());
+    let hub = plan
+        .node_policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("hub-0"));
+    let first_revision = hub.expect("the hub's NodePolicy").spec.revision.clone();
+    written_back(&mut index, &plan, true);
+
+    // 3,100 spokes: about 1.6 MB of peers (514 bytes each).
+    for i in 101..=3_100 {
+        index.apply(Update::MeshNode(Box::new(bulky_member(i, "spoke"))));
+    }
+    let plan = reconciler.plan(&index, &now());
+    let too_large = &plan.oversized["hub-0"];
+    assert_eq!(too_large.peers, 3_100);
+    assert!(
+        too_large.bytes > meshguard_crds::size::MAX_BYTES,
+        "{too_large:?}"
+    );
+    assert!(
+        plan.node_policies
+            .iter()
+            .all(|p| p.metadata.name.as_deref() != Some("hub-0")),
+        "the oversized NodePolicy was planned for writing"
+    );
+    assert_eq!(
+        plan.node_policies.len(),
+        3_000,
+        "the new spokes' NodePolicies are written"
+    );
+    assert!(plan.deletions.is_empty(), "{:?}", plan.deletions);
+    assert_eq!(index.node_policies["hub-0"].revision, first_revision);
+    let status = node_status(&plan, "hub-0").expect("the hub's status");
+    let (ready, reason, message) = condition(&status.conditions, "Ready");
+    assert_eq!((ready, reason), ("False", "NodePolicyTooLarge"));
+    assert!(
+        message.starts_with("NodePolicy/hub-0 would be ") && message.contains("(3100 peers, "),
+        "{message}"
+    );
+    let events: Vec<_> = plan
+        .notes
+        .iter()
+        .filter(|n| n.reason == "NodePolicyTooLarge")
+        .collect();
+    assert_eq!(events.len(), 1, "{:#?}", plan.notes);
+    assert!(events[0].warning && events[0].name == "hub-0" && events[0].kind == Kind::MeshNode);
+
+    // The next pass says it again only where something changed: no second Event.
+    written_back(&mut index, &plan, true);
+    let plan = reconciler.plan(&index, &now());
+    assert!(plan.oversized.contains_key("hub-0"));
+    assert!(
+        plan.notes.iter().all(|n| n.reason != "NodePolicyTooLarge"),
+        "{:#?}",
+        plan.notes
+    );
+}

@@ -30,8 +30,9 @@ pub struct Scan {
     pub bytes: usize,
     pub secrets: usize,
     pub hits: Vec<Hit>,
-    /// Where the secrets to look for could not be read: a scan that does
-    /// not know them all is no scan, so this fails like a hit.
+    /// What could not be read: a file of secrets to look for, or a file to
+    /// scan. A scan that does not see them all is no scan, so this fails
+    /// like a hit.
     pub unread: Vec<String>,
 }
 
@@ -120,6 +121,7 @@ pub fn scan(dir: &Path) -> Scan {
     };
     for file in files {
         let Ok(bytes) = std::fs::read(&file) else {
+            scan.unread.push(file.display().to_string());
             continue;
         };
         scan.files += 1;

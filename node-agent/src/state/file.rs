@@ -5,6 +5,7 @@
 //! refused and the previous state stays enforced.
 
 use std::{
+    io::Read,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -35,6 +36,26 @@ pub fn parse(
         }
     })?;
     check(&origin, &value, node, validator)
+}
+
+/// The largest state file read, in bytes: forty times what etcd keeps of
+/// a NodePolicy (file mode has no etcd), and still a bound: a path to an
+/// endless file (a device, a FIFO fed forever) is refused, not read.
+pub const MAX_STATE_FILE_BYTES: u64 = 64 << 20;
+
+/// The file's text, refused past [`MAX_STATE_FILE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_STATE_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_STATE_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB, the bound of a state file",
+            MAX_STATE_FILE_BYTES >> 20
+        )));
+    }
+    Ok(text)
 }
 
 /// The YAML parser's resource limits, raised for NodePolicies: the default
@@ -131,7 +152,7 @@ struct Reader {
 impl Reader {
     fn send_current(&mut self) {
         let path = &self.path;
-        let update = match std::fs::read_to_string(path) {
+        let update = match read_bounded(path) {
             Err(_) if !path.exists() => return, // removed: keep enforcing
             Err(e) => Update::Rejected(
                 StateError::Unreadable {
@@ -258,5 +279,45 @@ mod tests {
             files += 1;
         }
         assert_eq!(files, 9);
+    }
+
+    /// A state file past 64 MiB is refused naming the file and the bound,
+    /// and an endless one (`/dev/zero`) is cut off there, not read forever.
+    #[test]
+    fn a_state_file_past_its_bound_is_refused_naming_it() {
+        let dir =
+            std::env::temp_dir().join(format!("meshguard-state-bound-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let at_bound = dir.join("at-bound.yaml");
+        let past = dir.join("past.yaml");
+        let body = format!("# {}\n", "x".repeat(MAX_STATE_FILE_BYTES as usize - 3));
+        std::fs::write(&at_bound, &body).unwrap();
+        std::fs::write(&past, format!("{body}#")).unwrap();
+        assert_eq!(
+            read_bounded(&at_bound).unwrap().len() as u64,
+            MAX_STATE_FILE_BYTES
+        );
+        for path in [past.as_path(), Path::new("/dev/zero")] {
+            let (tx, mut rx) = mpsc::channel(1);
+            let mut reader = Reader {
+                path: path.to_path_buf(),
+                node: "db-1".into(),
+                validator: Validator::new(),
+                last: None,
+                updates: tx,
+            };
+            reader.send_current();
+            match rx.try_recv().unwrap() {
+                Update::Rejected(message) => assert_eq!(
+                    message,
+                    format!(
+                        "state file {}: larger than 64 MiB, the bound of a state file",
+                        path.display()
+                    )
+                ),
+                other => panic!("{path:?} not refused: {other:?}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

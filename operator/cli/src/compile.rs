@@ -2,7 +2,7 @@
 
 use std::{io::Write, path::Path};
 
-use meshguard_crds::NodePolicy;
+use meshguard_crds::{NodePolicy, size};
 use meshguard_policy::compile::Compiler;
 
 use crate::{
@@ -30,15 +30,29 @@ pub fn run(
     let compiled = &prepared.compiled;
     // Render everything before touching the directory.
     let mut files = Vec::new();
+    let mut oversized = Vec::new();
     for member in compiled.members() {
         let Some(spec) = compiled.node_policy(&member.name) else {
             continue;
         };
         let object = NodePolicy::new(&member.name, spec);
+        // What the operator would refuse to write is refused here too.
+        if let Err(too_large) = size::checked_size(&object) {
+            oversized.push(too_large);
+            continue;
+        }
         files.push((
             format!("{}.yaml", member.name),
             serde_saphyr::to_string(&object)?,
         ));
+    }
+
+    if !oversized.is_empty() {
+        for too_large in &oversized {
+            writeln!(err, "error: {too_large}")?;
+        }
+        writeln!(err, "error: nothing was written")?;
+        return Ok(exit::BAD_INPUT);
     }
 
     // All or nothing: check every target, write every file aside, then rename.

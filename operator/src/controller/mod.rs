@@ -128,8 +128,12 @@ impl Operator {
             node_policies = plan.node_policies.len(),
             deletions = plan.deletions.len(),
             statuses = plan.statuses.len(),
+            oversized = plan.oversized.len(),
             "reconcile pass"
         );
+        for too_large in plan.oversized.values() {
+            tracing::error!(node = %too_large.name, bytes = too_large.bytes, peers = too_large.peers, "{too_large}");
+        }
         self.execute(&plan).await?;
         Ok(plan)
     }

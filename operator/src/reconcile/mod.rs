@@ -22,7 +22,7 @@ use std::{collections::BTreeMap, net::IpAddr, time::Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Resource;
-use meshguard_crds::{Kind, MeshNode, NodePolicy};
+use meshguard_crds::{Kind, MeshNode, NodePolicy, size};
 
 use meshguard_policy::{
     addresses::Prefix,
@@ -232,7 +232,14 @@ impl Reconciler {
                 "app.kubernetes.io/managed-by".to_owned(),
                 FIELD_MANAGER.to_owned(),
             )]));
-            plan.node_policies.push(object);
+            // Measured as sent: past the bound the API server would refuse
+            // it with an error naming nothing a user wrote.
+            match size::checked_size(&object) {
+                Ok(_) => plan.node_policies.push(object),
+                Err(too_large) => {
+                    plan.oversized.insert(member.name.clone(), too_large);
+                }
+            }
         }
         for (name, policy) in &index.node_policies {
             if !index.mesh_nodes.contains_key(name) && !registrations.contains_key(name) {

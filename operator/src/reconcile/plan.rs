@@ -2,9 +2,11 @@
 //! the statuses to write, the Events to record, and the pass's figures. The
 //! controller carries a [`Plan`] out; the reconcile tests assert on it.
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use meshguard_crds::{Kind, MeshNodeStatus, MeshPolicyStatus, NodePolicy, PolicyChainStatus};
+use meshguard_crds::{
+    Kind, MeshNodeStatus, MeshPolicyStatus, NodePolicy, PolicyChainStatus, size::TooLarge,
+};
 use meshguard_policy::ipam::IpamError;
 
 use crate::index::Namespaced;
@@ -41,6 +43,9 @@ pub struct Deletion {
 pub struct Plan {
     /// Complete objects for server-side apply (spec and owner reference).
     pub node_policies: Vec<NodePolicy>,
+    /// NodePolicies not written because they are past the size bound, by
+    /// node: the node keeps its previous one, its MeshNode says why.
+    pub oversized: BTreeMap<String, TooLarge>,
     pub deletions: Vec<Deletion>,
     pub statuses: Vec<StatusWrite>,
     pub notes: Vec<Note>,

@@ -23,6 +23,9 @@ use crate::index::Index;
 /// How many failing tests or problems a condition message lists.
 const LISTED: usize = 10;
 
+/// The MeshNode `Ready` reason (and Event reason) of a NodePolicy past the size bound.
+const TOO_LARGE: &str = "NodePolicyTooLarge";
+
 pub struct View<'a> {
     pub index: &'a Index,
     pub compiled: &'a Compiled,
@@ -327,7 +330,9 @@ impl View<'_> {
                         .node_policies
                         .get(name)
                         .is_some_and(|p| p.enforced.is_some());
-                    if applied {
+                    if let Some(too_large) = plan.oversized.get(name) {
+                        c.set("Ready", false, TOO_LARGE, &too_large.to_string());
+                    } else if applied {
                         c.set(
                             "Ready",
                             true,
@@ -385,6 +390,22 @@ impl View<'_> {
                 &current.conditions,
                 &desired.conditions,
             );
+            // Readiness flips are not Events (agents come and go), but a
+            // NodePolicy the operator will not write is one the user must fix.
+            if let (Some(now), None) = (
+                too_large(&desired.conditions),
+                too_large(&current.conditions),
+            ) {
+                plan.notes.push(Note {
+                    kind: Kind::MeshNode,
+                    namespace: None,
+                    name: name.clone(),
+                    uid: node.metadata.uid.clone(),
+                    warning: true,
+                    reason: TOO_LARGE.to_owned(),
+                    message: now.message.clone(),
+                });
+            }
             if desired != current {
                 plan.statuses
                     .push(StatusWrite::MeshNode(name.clone(), desired));
@@ -431,6 +452,11 @@ impl View<'_> {
             });
         }
     }
+}
+
+/// The `Ready` condition when it says the NodePolicy is past the size bound.
+fn too_large(list: &[Condition]) -> Option<&Condition> {
+    conditions::get(list, "Ready").filter(|c| c.reason == TOO_LARGE)
 }
 
 /// Counts for status fields (an `int32` in the schema).
