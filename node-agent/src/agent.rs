@@ -368,12 +368,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                     status_written = write_status(&sink, &status).await;
                 }
-                Update::Rejected(reason) => {
+                Update::Rejected { reason, uid } => {
                     metrics.rejected_states.inc();
                     metrics.latest_applied.set(0);
                     tracing::error!(%reason, "desired state refused; the previous state stays enforced");
-                    set_condition(&mut status.conditions, "Degraded", true, "InvalidState", &format!("{reason}; the previous state stays enforced"));
+                    let message = format!("{reason}; the previous state stays enforced");
+                    set_condition(&mut status.conditions, "Degraded", true, "InvalidState", &message);
                     status_written = write_status(&sink, &status).await;
+                    if let Err(e) = sink.refused(&message, uid.as_deref()).await {
+                        tracing::warn!(error = %e, "the refusal's Event was not recorded; the status says it");
+                    }
                 }
             },
             _ = resync.tick() => {

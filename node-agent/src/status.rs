@@ -41,6 +41,16 @@ impl Sink {
             Sink::Kube(writer) => Ok(writer.write(status).await?),
         }
     }
+
+    /// Reports a refused desired state beyond the status: an Event in a
+    /// cluster (the status holds only the latest reason; Events keep the
+    /// history `kubectl describe` shows). Files and logs have no Events.
+    pub async fn refused(&self, reason: &str, uid: Option<&str>) -> Result<(), SinkError> {
+        match self {
+            Sink::Log | Sink::File(_) => Ok(()),
+            Sink::Kube(writer) => Ok(writer.refused(reason, uid).await?),
+        }
+    }
 }
 
 /// Sets a condition (the agent's conditions carry no generation: a

@@ -208,7 +208,7 @@ async fn the_policy_watch_selects_this_node_and_checks_what_arrives() {
     send.send_response(respond(StatusCode::OK, &json!({ "apiVersion": "meshguard.io/v1alpha1", "kind": "NodePolicyList", "metadata": { "resourceVersion": "10" }, "items": [listed] })));
     match received.recv().await.unwrap() {
         Update::State(spec) => assert_eq!(spec.revision, expected_revision),
-        Update::Rejected(why) => panic!("a good NodePolicy was refused: {why}"),
+        Update::Rejected { reason, .. } => panic!("a good NodePolicy was refused: {reason}"),
     }
 
     // Then a broken version (refused, with the reason) and a good one again.
@@ -232,15 +232,23 @@ async fn the_policy_watch_selects_this_node_and_checks_what_arrives() {
     let stream: String = events.iter().map(|e| format!("{e}\n")).collect();
     send.send_response(Response::new(Body::from(stream.into_bytes())));
     match received.recv().await.unwrap() {
-        Update::Rejected(why) => assert!(
-            why.starts_with("NodePolicy/db-1: ") && why.contains("spec.interface: Required value"),
-            "{why}"
-        ),
+        Update::Rejected { reason, uid } => {
+            assert!(
+                reason.starts_with("NodePolicy/db-1: ")
+                    && reason.contains("spec.interface: Required value"),
+                "{reason}"
+            );
+            assert_eq!(
+                uid.as_deref(),
+                Some("0b6f9a9e-4c43-4b8e-9d3c-1f0f2e6c1a11"),
+                "the refused object's uid, for its Event"
+            );
+        }
         Update::State(_) => panic!("a NodePolicy without an interface was accepted"),
     }
     match received.recv().await.unwrap() {
         Update::State(spec) => assert_eq!(spec.revision, "0123456789abcdef"),
-        Update::Rejected(why) => panic!("{why}"),
+        Update::Rejected { reason, .. } => panic!("{reason}"),
     }
     agent.abort();
 }
@@ -312,5 +320,54 @@ async fn a_failed_status_write_names_the_object() {
     assert!(
         error.contains("NodePolicy/db-1") && error.contains("not found"),
         "{error}"
+    );
+}
+
+/// A refused NodePolicy gets a Warning Event (events.k8s.io/v1, kube's
+/// Recorder) regarding NodePolicy/<node> by uid, so `kubectl describe`
+/// shows it, reason `InvalidState`, the reason as its note (cut to fit the
+/// API's 1 KiB), reported by the agent of that node.
+#[tokio::test]
+async fn a_refused_node_policy_gets_a_warning_event_naming_why() {
+    let (client, mut server) = mock_client();
+    let writer = StatusWriter::new(&client, "db-1");
+    let api = tokio::spawn(async move {
+        let (request, _, body, send) = next(&mut server).await;
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (
+                &Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events"
+            )
+        );
+        send.send_response(respond(StatusCode::CREATED, &body));
+        body
+    });
+    let reason = format!(
+        "NodePolicy/db-1: spec.interface: Required value; {}; the previous state stays enforced",
+        "x".repeat(2000)
+    );
+    writer
+        .refused(&reason, Some("0b6f9a9e-4c43-4b8e-9d3c-1f0f2e6c1a11"))
+        .await
+        .unwrap();
+    let body = api.await.unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["reason"].as_str()),
+        (Some("Warning"), Some("InvalidState"))
+    );
+    assert_eq!(
+        body["regarding"],
+        json!({ "apiVersion": "meshguard.io/v1alpha1", "kind": "NodePolicy", "name": "db-1", "uid": "0b6f9a9e-4c43-4b8e-9d3c-1f0f2e6c1a11" })
+    );
+    let note = body["note"].as_str().unwrap();
+    assert!(note.starts_with("NodePolicy/db-1: spec.interface: Required value"));
+    assert_eq!(note.chars().count(), 1000, "cut to fit the API's 1 KiB");
+    assert_eq!(
+        (
+            body["reportingController"].as_str(),
+            body["reportingInstance"].as_str()
+        ),
+        (Some("meshguard-agent"), Some("db-1"))
     );
 }

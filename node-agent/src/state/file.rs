@@ -154,18 +154,22 @@ impl Reader {
         let path = &self.path;
         let update = match read_bounded(path) {
             Err(_) if !path.exists() => return, // removed: keep enforcing
-            Err(e) => Update::Rejected(
-                StateError::Unreadable {
+            Err(e) => Update::Rejected {
+                reason: StateError::Unreadable {
                     origin: origin(path),
                     message: e.to_string(),
                 }
                 .to_string(),
-            ),
+                uid: None,
+            },
             Ok(text) if self.last.as_deref() == Some(text.as_str()) => return,
             Ok(text) => {
                 let update = match parse(path, &text, &self.node, &self.validator) {
                     Ok(spec) => Update::State(Box::new(spec)),
-                    Err(e) => Update::Rejected(e.to_string()),
+                    Err(e) => Update::Rejected {
+                        reason: e.to_string(),
+                        uid: None,
+                    },
                 };
                 self.last = Some(text);
                 update
@@ -308,7 +312,9 @@ mod tests {
             };
             reader.send_current();
             match rx.try_recv().unwrap() {
-                Update::Rejected(message) => assert_eq!(
+                Update::Rejected {
+                    reason: message, ..
+                } => assert_eq!(
                     message,
                     format!(
                         "state file {}: larger than 64 MiB, the bound of a state file",

@@ -7,8 +7,9 @@
 //!                     operator compiles       meshIP stay the operator's)
 //!                              │
 //!  NodePolicy/<node> ◀─────────┘             watched here by field selector,
-//!       └─ status ◀── this agent             checked like a state file; status
-//!                                            written back with server-side apply
+//!       ├─ status ◀── this agent             checked like a state file; status
+//!       └─ Events ◀── this agent             written back with server-side apply;
+//!                                            a refused version gets a Warning Event
 //! ```
 //!
 //! Objects are read as `DynamicObject` and checked by [`super::check`], so a
@@ -18,11 +19,15 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, Patch, PatchParams, TypeMeta},
-    runtime::{WatchStreamExt, watcher},
+    runtime::{
+        WatchStreamExt,
+        events::{Event, EventType, Recorder, Reporter},
+        watcher,
+    },
 };
 use meshguard_crds::{API_VERSION, MeshNode, NodePolicy, NodePolicyStatus, validation::Validator};
 use serde_json::{Value, json};
@@ -49,6 +54,8 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
     // watch_policy and StatusWriter.
     ("meshguard.io", "nodepolicies", &["list", "watch"]),
     ("meshguard.io", "nodepolicies/status", &["patch"]),
+    // StatusWriter::refused (kube's Recorder: create, then patch a series).
+    ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +70,8 @@ pub enum KubeError {
     ApplyMeshNode { node: String, source: kube::Error },
     #[error("writing the status of NodePolicy/{node}: {source}")]
     WriteStatus { node: String, source: kube::Error },
+    #[error("recording an Event on NodePolicy/{node}: {source}")]
+    RecordEvent { node: String, source: kube::Error },
 }
 
 /// What this node tells the mesh about itself.
@@ -211,9 +220,13 @@ pub async fn watch_policy(client: Client, node: String, updates: mpsc::Sender<Up
                 continue;
             }
         };
+        let uid = object.metadata.uid.clone();
         let update = match check(&origin, &document(object), &node, &validator) {
             Ok(spec) => Update::State(Box::new(spec)),
-            Err(e) => Update::Rejected(e.to_string()),
+            Err(e) => Update::Rejected {
+                reason: e.to_string(),
+                uid,
+            },
         };
         if updates.send(update).await.is_err() {
             return; // the agent is stopping
@@ -234,19 +247,58 @@ fn document(mut object: DynamicObject) -> Value {
     serde_json::to_value(object).unwrap_or_default()
 }
 
-/// Writes NodePolicy/<node>'s status, owning all of it.
+/// Writes NodePolicy/<node>'s status, owning all of it, and the Events
+/// that say why a NodePolicy was refused.
 #[derive(Clone)]
 pub struct StatusWriter {
     api: Api<DynamicObject>,
     node: String,
+    recorder: Recorder,
 }
+
+/// What an Event's note may hold (events.k8s.io/v1 refuses more than 1 KiB).
+const NOTE_CHARS: usize = 1000;
 
 impl StatusWriter {
     pub fn new(client: &Client, node: &str) -> StatusWriter {
         StatusWriter {
             api: dynamic::<NodePolicy>(client),
             node: node.to_owned(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: FIELD_MANAGER.into(),
+                    instance: Some(node.to_owned()),
+                },
+            ),
         }
+    }
+
+    /// A Warning Event on NodePolicy/<node> (its `uid`, when known, so that
+    /// `kubectl describe` shows it): the NodePolicy was refused and why.
+    /// Repeats of one reason become one Event's series.
+    pub async fn refused(&self, reason: &str, uid: Option<&str>) -> Result<(), KubeError> {
+        let reference = ObjectReference {
+            api_version: Some(API_VERSION.into()),
+            kind: Some("NodePolicy".into()),
+            name: Some(self.node.clone()),
+            uid: uid.map(str::to_owned),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidState".into(),
+            note: Some(reason.chars().take(NOTE_CHARS).collect()),
+            action: "Apply".into(),
+            secondary: None,
+        };
+        self.recorder
+            .publish(&event, &reference)
+            .await
+            .map_err(|source| KubeError::RecordEvent {
+                node: self.node.clone(),
+                source,
+            })
     }
 
     pub async fn write(&self, status: &NodePolicyStatus) -> Result<(), KubeError> {

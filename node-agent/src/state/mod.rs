@@ -14,8 +14,10 @@ use serde_json::Value;
 pub enum Update {
     /// A new desired state, already checked.
     State(Box<NodePolicySpec>),
-    /// A state that was refused; the previous one stays enforced.
-    Rejected(String),
+    /// A state that was refused, and why; the previous one stays enforced.
+    /// `uid` is the refused NodePolicy's (cluster mode), so the Event
+    /// saying why shows on `kubectl describe nodepolicy`.
+    Rejected { reason: String, uid: Option<String> },
 }
 
 /// Why a desired state was refused. `origin` names where it came from: the
