@@ -28,6 +28,8 @@ pub mod ports;
 pub mod selector;
 pub mod size;
 pub mod validation;
+#[cfg(feature = "watch")]
+pub mod watch;
 
 pub use mesh_node::{MeshNode, MeshNodeSpec, MeshNodeStatus};
 pub use mesh_policy::{

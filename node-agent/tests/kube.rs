@@ -371,3 +371,100 @@ async fn a_refused_node_policy_gets_a_warning_event_naming_why() {
         (Some("meshguard-agent"), Some("db-1"))
     );
 }
+
+/// The NodePolicy watch through the API's faults, in paused time: a watch
+/// the server closes is resumed from the last resourceVersion; `410 Gone`
+/// on the resumed watch starts a fresh list; a 60-second outage (every
+/// request answered 500) is ridden out with backoff — a bounded number of
+/// requests, no update sent (the agent keeps enforcing what it has) — and
+/// the first list that succeeds brings the newest revision.
+#[tokio::test(start_paused = true)]
+async fn the_policy_watch_rides_out_api_outages_and_relists() {
+    let (client, mut server) = mock_client();
+    let (updates, mut received) = mpsc::channel(8);
+    let agent = tokio::spawn(watch_policy(client, "db-1".into(), updates));
+    let list_answer = |policy: Value, version: &str| json!({ "apiVersion": "meshguard.io/v1alpha1", "kind": "NodePolicyList", "metadata": { "resourceVersion": version }, "items": [policy] });
+
+    let (request, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (request.method(), param(&query, "watch")),
+        (&Method::GET, None)
+    );
+    send.send_response(respond(
+        StatusCode::OK,
+        &list_answer(node_policy("10"), "10"),
+    ));
+    let Update::State(first) = received.recv().await.unwrap() else {
+        panic!("the listed NodePolicy was refused")
+    };
+
+    // The watch ends at once (the server closed it): resumed from 10.
+    let (_, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (param(&query, "watch"), param(&query, "resourceVersion")),
+        (Some("true"), Some("10"))
+    );
+    send.send_response(Response::new(Body::empty()));
+    let (_, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (param(&query, "watch"), param(&query, "resourceVersion")),
+        (Some("true"), Some("10")),
+        "a closed watch resumes where it was"
+    );
+    // 10 is too old now: a fresh list follows.
+    send.send_response(respond(
+        StatusCode::GONE,
+        &api_server::failure(410, "Expired", "too old resource version: 10 (42)"),
+    ));
+
+    // The outage: every request fails for 60 s.
+    let started = tokio::time::Instant::now();
+    let mut during = Vec::new();
+    let (query, send) = loop {
+        // The backoff reaches 30 s, jittered up to twice that.
+        let seen = api_server::next_within(&mut server, Duration::from_secs(120)).await;
+        let (query, send) = (seen.query, seen.send);
+        if started.elapsed() >= Duration::from_secs(60) {
+            break (query, send);
+        }
+        during.push(started.elapsed());
+        assert_eq!(
+            param(&query, "watch"),
+            None,
+            "a watch before a list succeeded"
+        );
+        send.send_response(respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &api_server::failure(500, "InternalError", "etcdserver: request timed out"),
+        ));
+    };
+    assert!(
+        received.try_recv().is_err(),
+        "the outage sent an update: enforcement would have changed"
+    );
+    eprintln!(
+        "60 s of 500s: {} requests, at {:?} s",
+        during.len(),
+        during.iter().map(|d| d.as_secs_f32()).collect::<Vec<_>>()
+    );
+    assert!(
+        (3..=10).contains(&during.len()),
+        "{} requests in 60 s: not backing off, or not retrying",
+        during.len()
+    );
+
+    // The API is back: the request after the outage lists, and the newest
+    // revision comes.
+    assert_eq!(param(&query, "watch"), None);
+    let mut newer = node_policy("50");
+    newer["spec"]["revision"] = json!("fedcba9876543210");
+    send.send_response(respond(StatusCode::OK, &list_answer(newer, "50")));
+    match received.recv().await.unwrap() {
+        Update::State(spec) => {
+            assert_eq!(spec.revision, "fedcba9876543210");
+            assert_ne!(spec.revision, first.revision);
+        }
+        Update::Rejected { reason, .. } => panic!("{reason}"),
+    }
+    agent.abort();
+}

@@ -82,9 +82,15 @@ impl Seen {
 /// The next request, within 30 s (generous: it only runs out when a test
 /// fails anyway, and a loaded machine may stall a client for seconds).
 pub async fn next(server: &mut ApiServer) -> Seen {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(30), server.next_request())
+    next_within(server, Duration::from_secs(30)).await
+}
+
+/// The next request, within `limit` (in paused time, a client backing off
+/// may wait longer than [`next`] does).
+pub async fn next_within(server: &mut ApiServer, limit: Duration) -> Seen {
+    let (request, send) = tokio::time::timeout(limit, server.next_request())
         .await
-        .expect("no request within 30 s")
+        .unwrap_or_else(|_| panic!("no request within {limit:?}"))
         .expect("the client went away");
     let (parts, body) = request.into_parts();
     let bytes = body.collect_bytes().await.unwrap();

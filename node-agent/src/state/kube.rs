@@ -24,12 +24,13 @@ use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, Patch, PatchParams, TypeMeta},
     runtime::{
-        WatchStreamExt,
         events::{Event, EventType, Recorder, Reporter},
         watcher,
     },
 };
-use meshguard_crds::{API_VERSION, MeshNode, NodePolicy, NodePolicyStatus, validation::Validator};
+use meshguard_crds::{
+    API_VERSION, MeshNode, NodePolicy, NodePolicyStatus, validation::Validator, watch::relisting,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -166,8 +167,7 @@ async fn register_until_done(client: &Client, registration: &Registration) {
 /// deleted or someone changes the agent's fields. Runs until the watch ends.
 pub async fn keep_registered(client: Client, registration: Registration) {
     register_until_done(&client, &registration).await;
-    let events =
-        watcher(dynamic::<MeshNode>(&client), by_name(&registration.node)).default_backoff();
+    let events = relisting(dynamic::<MeshNode>(&client), by_name(&registration.node));
     let mut events = std::pin::pin!(events);
     let mut seen = false;
     while let Some(event) = events.next().await {
@@ -203,9 +203,8 @@ pub async fn keep_registered(client: Client, registration: Registration) {
 pub async fn watch_policy(client: Client, node: String, updates: mpsc::Sender<Update>) {
     let validator = Validator::new();
     let origin = format!("NodePolicy/{node}");
-    let events = watcher(dynamic::<NodePolicy>(&client), by_name(&node))
-        .default_backoff()
-        .map_err(|e| e.to_string());
+    let events =
+        relisting(dynamic::<NodePolicy>(&client), by_name(&node)).map_err(|e| e.to_string());
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let object = match event {

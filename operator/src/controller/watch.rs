@@ -9,14 +9,11 @@ use std::collections::BTreeSet;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Client, Resource, ResourceExt, runtime::watcher};
 use std::borrow::Cow;
 
 use kube::{api::ObjectMeta, core::ClusterResourceScope};
-use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain};
+use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain, watch::relisting};
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::sync::mpsc;
 
@@ -124,7 +121,7 @@ fn spawn<K>(
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let tx = tx.clone();
-    let events = watcher(api, watcher::Config::default()).default_backoff();
+    let events = relisting(api, watcher::Config::default());
     tokio::spawn(forward(events, kind, tx, applied, deleted));
 }
 
