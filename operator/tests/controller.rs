@@ -85,6 +85,22 @@ async fn serve(
     }
 }
 
+/// A pass whose writes all succeed (echoed, as applies are), each
+/// request's body kept in `bodies`.
+async fn serve_keeping_bodies(
+    server: &mut ApiServer,
+    operator: Operator,
+    bodies: &mut Vec<String>,
+) -> Operator {
+    let (operator, result, _) = serve(server, start(operator), |seen| {
+        bodies.push(seen.body.to_string());
+        None
+    })
+    .await;
+    result.unwrap();
+    operator
+}
+
 async fn finish(pass: Pass) -> (Operator, Result<Plan, WriteError>) {
     tokio::time::timeout(Duration::from_secs(5), pass)
         .await
@@ -360,12 +376,7 @@ async fn no_raw_api_key_reaches_the_api_server() {
     ));
     let (operator, mut server) = operator(index);
     let mut bodies: Vec<String> = Vec::new();
-    let (mut operator, result, _) = serve(&mut server, start(operator), |seen| {
-        bodies.push(seen.body.to_string());
-        None
-    })
-    .await;
-    result.unwrap();
+    let mut operator = serve_keeping_bodies(&mut server, operator, &mut bodies).await;
     assert!(
         bodies
             .iter()
@@ -375,12 +386,7 @@ async fn no_raw_api_key_reaches_the_api_server() {
     operator
         .index
         .apply(Update::SecretGone(("shop".into(), "clients".into())));
-    let (_, result, _) = serve(&mut server, start(operator), |seen| {
-        bodies.push(seen.body.to_string());
-        None
-    })
-    .await;
-    result.unwrap();
+    serve_keeping_bodies(&mut server, operator, &mut bodies).await;
     assert!(
         bodies
             .iter()

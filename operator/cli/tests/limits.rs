@@ -13,7 +13,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-#[allow(dead_code)] // the shared support; this file needs only the binary
 mod support;
 
 use std::{path::Path, time::Instant};
@@ -158,13 +157,7 @@ fn compile_refuses_a_node_policy_past_the_size_bound() {
             .unwrap();
         }
         std::fs::write(inputs.join("policy.yaml"), policy).unwrap();
-        let run = meshguard(&[
-            "compile",
-            "-f",
-            inputs.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let run = support::compile(&inputs, &out);
         let stderr = String::from_utf8_lossy(&run.stderr);
         if fits {
             assert_eq!(run.status.code(), Some(0), "{stderr}");

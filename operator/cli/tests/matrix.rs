@@ -51,13 +51,7 @@ fn picture(args: &[&str], out: &Path) -> Picture {
 /// The members `meshguard compile` writes a NodePolicy for.
 fn compiled_members(inputs: &Path, scratch: &Path) -> Vec<String> {
     let out = scratch.join("compiled");
-    let run = meshguard(&[
-        "compile",
-        "-f",
-        inputs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = support::compile(inputs, &out);
     assert_eq!(run.status.code(), Some(0));
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()

@@ -2,6 +2,9 @@
 //! force they are held to, and `examples/` copied with an edit (the
 //! README's quarantine of web-2).
 
+// Each test file uses part of it.
+#![allow(dead_code)]
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -14,6 +17,17 @@ pub fn meshguard(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run meshguard")
+}
+
+/// `meshguard compile -f inputs --out out`.
+pub fn compile(inputs: &Path, out: &Path) -> Output {
+    meshguard(&[
+        "compile",
+        "-f",
+        inputs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
 }
 
 /// `meshguard check -f inputs --flows FILE -o json` for `lines` (one flow
