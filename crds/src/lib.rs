@@ -17,6 +17,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "watch")]
+pub mod api_client;
 pub mod conditions;
 pub mod manifests;
 pub mod mesh_node;

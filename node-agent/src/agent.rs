@@ -511,9 +511,9 @@ async fn start_source(
         let sink = args.status_file.clone().map_or(Sink::Log, Sink::File);
         return Ok((sink, Some(watcher)));
     }
-    let client = kube::Client::try_default().await.context(
-        "connecting to the Kubernetes API (in-cluster service account or KUBECONFIG); outside a cluster, use --state-file",
-    )?;
+    let client = meshguard_crds::api_client::client(args.api_read_timeout)
+        .await
+        .context("outside a cluster, use --state-file")?;
     let registration = state::kube::Registration {
         node: args.node.clone(),
         public_key,

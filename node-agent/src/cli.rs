@@ -187,6 +187,11 @@ pub struct RunArgs {
     /// Seconds between keepalives to each peer (0: off); keeps NAT mappings open.
     #[arg(long, env = "MESHGUARD_PERSISTENT_KEEPALIVE", default_value_t = 25)]
     pub persistent_keepalive: u16,
+    /// In a cluster: how long to wait for the API server to answer a read
+    /// before the request is abandoned and retried (`5m`). Keep it above
+    /// 295 s, kube's watch idle timeout.
+    #[arg(long, env = "MESHGUARD_API_READ_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub api_read_timeout: Duration,
     /// How often to look for drift and repair it (`30s`, `2m`).
     #[arg(long, env = "MESHGUARD_RESYNC_INTERVAL", default_value = "30s", value_parser = duration)]
     pub resync_interval: Duration,
@@ -324,6 +329,10 @@ mod tests {
         assert_eq!(args.state_file, None);
         assert_eq!(args.enforcement, Enforcement::Enforce);
         assert_eq!(args.resync_interval, Duration::from_secs(30));
+        assert_eq!(
+            args.api_read_timeout,
+            meshguard_crds::api_client::DEFAULT_READ_TIMEOUT
+        );
         assert_eq!(args.common.interface, "meshguard0");
         assert_eq!(
             args.common.uapi_socket(),

@@ -42,7 +42,7 @@ fn every_flag_and_its_environment_variable_is_documented() {
             );
         }
     }
-    assert_eq!(flags, 11);
+    assert_eq!(flags, 12);
 }
 
 #[test]

@@ -64,6 +64,11 @@ pub struct Flags {
     /// This replica's name in the Lease and in Events (the pod name; default: the host name).
     #[arg(long, env = "MESHGUARD_IDENTITY")]
     pub identity: Option<String>,
+    /// How long to wait for the API server to answer a read before the
+    /// request is abandoned and retried (`5m`). Keep it above 295 s, kube's
+    /// watch idle timeout, or quiet watches reconnect at this pace.
+    #[arg(long, env = "MESHGUARD_API_READ_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub api_read_timeout: Duration,
     /// Quiet time that ends a burst of changes before one recompute (`200ms`, `1s`).
     #[arg(long, env = "MESHGUARD_DEBOUNCE", default_value = "200ms", value_parser = duration)]
     pub debounce: Duration,
@@ -137,6 +142,10 @@ mod tests {
         assert_eq!(flags.mesh_cidr.to_string(), "100.96.0.0/12");
         assert!(flags.leader_elect);
         assert_eq!(flags.debounce, Duration::from_millis(200));
+        assert_eq!(
+            flags.api_read_timeout,
+            meshguard_crds::api_client::DEFAULT_READ_TIMEOUT
+        );
         let flags =
             Flags::try_parse_from(["meshguard-operator", "--leader-elect", "false"]).unwrap();
         assert!(!flags.leader_elect);

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use kube::Client;
+use meshguard_crds::api_client;
 use prometheus_client::registry::Registry;
 use tokio::{
     sync::mpsc,
@@ -34,9 +34,7 @@ use crate::{
 const LONGEST_BURST: Duration = Duration::from_secs(2);
 
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
+    let client = api_client::client(flags.api_read_timeout).await?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let shared = Arc::new(Shared {
