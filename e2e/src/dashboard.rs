@@ -45,13 +45,7 @@ pub fn scrape_operator() -> anyhow::Result<String> {
     let api = free_port()?;
     std::fs::write(
         &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: none, cluster: {{server: \"https://{api}\"}}}}]\n\
-             users: [{{name: none, user: {{token: none}}}}]\n\
-             contexts: [{{name: none, context: {{cluster: none, user: none}}}}]\n\
-             current-context: none\n"
-        ),
+        meshguard_testkit::api_server::kubeconfig(&format!("https://{api}")),
     )?;
     let listen = free_port()?;
     let mut operator = Command::new(binary("meshguard-operator")?)

@@ -40,13 +40,7 @@ fn an_unanswered_request_is_abandoned_and_retried() {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: hole, cluster: {{server: \"http://{address}\"}}}}]\n\
-             users: [{{name: none, user: {{token: none}}}}]\n\
-             contexts: [{{name: hole, context: {{cluster: hole, user: none}}}}]\n\
-             current-context: hole\n"
-        ),
+        meshguard_testkit::api_server::kubeconfig(&format!("http://{address}")),
     )
     .unwrap();
     let metrics = TcpListener::bind("127.0.0.1:0")

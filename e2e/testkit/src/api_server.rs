@@ -118,3 +118,16 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A kubeconfig whose one cluster is at `server` (`https://HOST:PORT` or
+/// `http://…`), with a placeholder token: for running the real binaries
+/// against an address a test controls.
+pub fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\n\
+         clusters: [{{name: test, cluster: {{server: \"{server}\"}}}}]\n\
+         users: [{{name: test, user: {{token: none}}}}]\n\
+         contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n\
+         current-context: test\n"
+    )
+}
