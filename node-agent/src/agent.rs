@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context;
-use meshguard_crds::NodePolicyStatus;
+use meshguard_crds::{NodePolicyStatus, watch::health::Watches};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
@@ -162,9 +162,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             fallback: if fallback.is_some() { "true" } else { "false" },
         })
         .set(1);
+    // In a cluster the desired state arrives by watch; with a state file
+    // there is none, and nothing to be out of step with.
+    let watches = if args.state_file.is_some() {
+        Watches::default()
+    } else {
+        Watches::new(state::kube::WATCHES)
+    };
+    registry.register_collector(watches.collector("meshguard_agent"));
     let shared = Arc::new(Shared {
         registry,
         ready: false.into(),
+        watches: watches.clone(),
     });
     let address = args.metrics_listen;
     let server = shared.clone();
@@ -231,7 +240,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let (updates, mut incoming) = mpsc::channel(16);
-    let (sink, _watcher) = start_source(&args, public_key, updates).await?;
+    let (sink, _watcher) = start_source(&args, public_key, updates, watches).await?;
 
     let mut status = NodePolicyStatus {
         backend: Some(backend_name.into()),
@@ -504,6 +513,7 @@ async fn start_source(
     args: &RunArgs,
     public_key: String,
     updates: mpsc::Sender<Update>,
+    watches: Watches,
 ) -> anyhow::Result<(Sink, Option<notify::RecommendedWatcher>)> {
     if let Some(path) = &args.state_file {
         let watcher = state::file::watch(path.clone(), args.node.clone(), updates)
@@ -525,11 +535,16 @@ async fn start_source(
             args.node
         );
     }
-    tokio::spawn(state::kube::keep_registered(client.clone(), registration));
+    tokio::spawn(state::kube::keep_registered(
+        client.clone(),
+        registration,
+        watches.clone(),
+    ));
     tokio::spawn(state::kube::watch_policy(
         client.clone(),
         args.node.clone(),
         updates,
+        watches,
     ));
     Ok((
         Sink::Kube(Box::new(StatusWriter::new(&client, &args.node))),

@@ -1,5 +1,13 @@
 //! `/metrics`, `/healthz` (the process answers), `/readyz` (a desired state
-//! has been applied).
+//! has been applied, and in a cluster the agent's watches are in step with
+//! the API).
+//!
+//! While the API is out of reach the agent keeps enforcing what it last
+//! applied, and is not ready: a NodePolicy changed meanwhile does not reach
+//! this node, and the probe, `kubectl get pods` and the
+//! `meshguard_agent_watch_synced` alert say so (Calico's and Cilium's
+//! agents do the same). Liveness stays: a restart would not bring the API
+//! back.
 
 use std::{
     net::SocketAddr,
@@ -10,11 +18,15 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use meshguard_crds::watch::health::Watches;
 use prometheus_client::registry::Registry;
 
 pub struct Shared {
     pub registry: Registry,
+    /// A desired state has been applied.
     pub ready: AtomicBool,
+    /// The watches of the cluster mode (none with a state file).
+    pub watches: Watches,
 }
 
 pub async fn serve(address: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
@@ -49,12 +61,75 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    let (ready, why) = shared.readiness();
+    let code = if ready {
+        StatusCode::OK
     } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, why)
+}
+
+impl Shared {
+    /// Whether the agent is ready, and the answer that says so or why not.
+    pub fn readiness(&self) -> (bool, String) {
+        if !self.ready.load(Ordering::Relaxed) {
+            return (false, "no desired state applied yet\n".to_owned());
+        }
+        let out_of_sync = self.watches.out_of_sync();
+        if out_of_sync.is_empty() {
+            return (true, "ready\n".to_owned());
+        }
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no desired state applied yet\n",
+            false,
+            format!(
+                "the last state applied stays enforced, but changes to it cannot arrive:\n{}\n",
+                out_of_sync.join("\n")
+            ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+    use meshguard_crds::NodePolicy;
+
+    use super::*;
+
+    #[test]
+    fn ready_once_applied_and_while_every_watch_is_in_sync() {
+        let file_mode = Shared {
+            registry: Registry::default(),
+            ready: false.into(),
+            watches: Watches::default(),
+        };
+        assert!(!file_mode.readiness().0);
+        file_mode.ready.store(true, Ordering::Relaxed);
+        assert_eq!(file_mode.readiness(), (true, "ready\n".to_owned()));
+
+        let cluster = Shared {
+            registry: Registry::default(),
+            ready: true.into(),
+            watches: Watches::new(["NodePolicy"]),
+        };
+        let (ready, why) = cluster.readiness();
+        assert!(
+            !ready && why.contains("NodePolicy watch: not listed yet"),
+            "{why}"
+        );
+        cluster
+            .watches
+            .observe::<NodePolicy>("NodePolicy", &Ok(Event::InitDone));
+        assert!(cluster.readiness().0);
+        cluster.watches.observe::<NodePolicy>(
+            "NodePolicy",
+            &Err(kube::runtime::watcher::Error::NoResourceVersion),
+        );
+        let (ready, why) = cluster.readiness();
+        assert!(
+            !ready && why.starts_with("the last state applied stays enforced"),
+            "{why}"
+        );
     }
 }

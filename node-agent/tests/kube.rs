@@ -10,9 +10,9 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use meshguard_agent::state::{
     Update,
-    kube::{Registration, StatusWriter, keep_registered, register, watch_policy},
+    kube::{Registration, StatusWriter, WATCHES, keep_registered, register, watch_policy},
 };
-use meshguard_crds::NodePolicyStatus;
+use meshguard_crds::{NodePolicyStatus, watch::health::Watches};
 use meshguard_testkit::api_server::{self, ApiServer, mock_client, not_found, respond};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -154,7 +154,7 @@ async fn registration_without_the_node_says_what_to_fix() {
 #[tokio::test]
 async fn a_deleted_mesh_node_is_registered_again() {
     let (client, mut server) = mock_client();
-    let agent = tokio::spawn(keep_registered(client, registration()));
+    let agent = tokio::spawn(keep_registered(client, registration(), Watches::default()));
     let applied = serve_registration(&mut server, "9f1c").await;
 
     // The watch: the initial list holds the MeshNode as applied, then it is deleted.
@@ -190,7 +190,12 @@ async fn a_deleted_mesh_node_is_registered_again() {
 async fn the_policy_watch_selects_this_node_and_checks_what_arrives() {
     let (client, mut server) = mock_client();
     let (updates, mut received) = mpsc::channel(8);
-    let agent = tokio::spawn(watch_policy(client, "db-1".into(), updates));
+    let agent = tokio::spawn(watch_policy(
+        client,
+        "db-1".into(),
+        updates,
+        Watches::default(),
+    ));
 
     // The initial list: one item, without apiVersion and kind as lists may send it.
     let (request, query, _, send) = next(&mut server).await;
@@ -373,22 +378,35 @@ async fn a_refused_node_policy_gets_a_warning_event_naming_why() {
 }
 
 /// The NodePolicy watch through the API's faults, in paused time: a watch
-/// the server closes is resumed from the last resourceVersion; `410 Gone`
-/// on the resumed watch starts a fresh list; a 60-second outage (every
+/// the server closes is resumed from the last resourceVersion; a failed
+/// watch request, and `410 Gone` on one, start a fresh list; a 60-second outage (every
 /// request answered 500) is ridden out with backoff — a bounded number of
-/// requests, no update sent (the agent keeps enforcing what it has) — and
-/// the first list that succeeds brings the newest revision.
+/// requests, no update sent (the agent keeps enforcing what it has), the
+/// watch out of sync (so `/readyz` answers 503) with every failed request
+/// counted — and the first list that succeeds brings the newest revision
+/// and puts the watch back in sync.
 #[tokio::test(start_paused = true)]
 async fn the_policy_watch_rides_out_api_outages_and_relists() {
     let (client, mut server) = mock_client();
     let (updates, mut received) = mpsc::channel(8);
-    let agent = tokio::spawn(watch_policy(client, "db-1".into(), updates));
+    let watches = Watches::new(WATCHES);
+    let agent = tokio::spawn(watch_policy(
+        client,
+        "db-1".into(),
+        updates,
+        watches.clone(),
+    ));
     let list_answer = |policy: Value, version: &str| json!({ "apiVersion": "meshguard.io/v1alpha1", "kind": "NodePolicyList", "metadata": { "resourceVersion": version }, "items": [policy] });
 
     let (request, query, _, send) = next(&mut server).await;
     assert_eq!(
         (request.method(), param(&query, "watch")),
         (&Method::GET, None)
+    );
+    assert!(
+        node_policy_watch(&watches).is_some_and(|line| line.contains("not listed yet")),
+        "{:?}",
+        watches.out_of_sync()
     );
     send.send_response(respond(
         StatusCode::OK,
@@ -397,6 +415,7 @@ async fn the_policy_watch_rides_out_api_outages_and_relists() {
     let Update::State(first) = received.recv().await.unwrap() else {
         panic!("the listed NodePolicy was refused")
     };
+    in_sync(&watches).await;
 
     // The watch ends at once (the server closed it): resumed from 10.
     let (_, query, _, send) = next(&mut server).await;
@@ -410,6 +429,33 @@ async fn the_policy_watch_rides_out_api_outages_and_relists() {
         (param(&query, "watch"), param(&query, "resourceVersion")),
         (Some("true"), Some("10")),
         "a closed watch resumes where it was"
+    );
+    // A failed watch request: out of sync, and only a list proves the API
+    // back (a resumed watch says nothing until something changes).
+    send.send_response(respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &api_server::failure(503, "ServiceUnavailable", "the server is shutting down"),
+    ));
+    let (_, query, _, send) = next(&mut server).await;
+    assert_eq!(param(&query, "watch"), None, "a failed watch lists again");
+    assert!(
+        node_policy_watch(&watches).is_some_and(|line| line.contains("shutting down")),
+        "{:?}",
+        watches.out_of_sync()
+    );
+    send.send_response(respond(
+        StatusCode::OK,
+        &list_answer(node_policy("10"), "10"),
+    ));
+    let Update::State(again) = received.recv().await.unwrap() else {
+        panic!("the listed NodePolicy was refused")
+    };
+    assert_eq!(again.revision, first.revision);
+    in_sync(&watches).await;
+    let (_, query, _, send) = next(&mut server).await;
+    assert_eq!(
+        (param(&query, "watch"), param(&query, "resourceVersion")),
+        (Some("true"), Some("10"))
     );
     // 10 is too old now: a fresh list follows.
     send.send_response(respond(
@@ -442,6 +488,20 @@ async fn the_policy_watch_rides_out_api_outages_and_relists() {
         received.try_recv().is_err(),
         "the outage sent an update: enforcement would have changed"
     );
+    let line = node_policy_watch(&watches).expect("the outage left the watch in sync");
+    assert!(
+        line.contains("out of sync with the API") && line.contains("etcdserver: request timed out"),
+        "{line}"
+    );
+    // The 503, the 410, then each 500 answered.
+    assert!(
+        scrape(&watches).contains(&format!(
+            "meshguard_agent_watch_errors_total{{watch=\"NodePolicy\"}} {}",
+            2 + during.len()
+        )),
+        "{}",
+        scrape(&watches)
+    );
     eprintln!(
         "60 s of 500s: {} requests, at {:?} s",
         during.len(),
@@ -466,5 +526,36 @@ async fn the_policy_watch_rides_out_api_outages_and_relists() {
         }
         Update::Rejected { reason, .. } => panic!("{reason}"),
     }
+    in_sync(&watches).await;
     agent.abort();
+}
+
+/// What `/readyz` would say of the NodePolicy watch: `None` while in sync.
+fn node_policy_watch(watches: &Watches) -> Option<String> {
+    watches
+        .out_of_sync()
+        .into_iter()
+        .find(|line| line.starts_with("NodePolicy watch"))
+}
+
+/// Waits (paused time) for the list under way to end and put the watch in sync.
+async fn in_sync(watches: &Watches) {
+    for _ in 0..100 {
+        if node_policy_watch(watches).is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the watch did not come back in sync: {:?}",
+        watches.out_of_sync()
+    );
+}
+
+fn scrape(watches: &Watches) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(watches.collector("meshguard_agent"));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
 }

@@ -57,6 +57,20 @@ impl Watched {
         Watched::ConfigMaps,
         Watched::NodePolicies,
     ];
+
+    /// The kind, as `/readyz` and the `watch` label of the operator's
+    /// `watch_synced` and `watch_errors` metrics name its watch.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Watched::MeshPolicies => "MeshPolicy",
+            Watched::PolicyChains => "PolicyChain",
+            Watched::MeshNodes => "MeshNode",
+            Watched::Nodes => "Node",
+            Watched::Secrets => "Secret",
+            Watched::ConfigMaps => "ConfigMap",
+            Watched::NodePolicies => "NodePolicy",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]

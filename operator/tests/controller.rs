@@ -422,7 +422,7 @@ async fn the_watchers_back_off_through_an_outage_and_sync_after_it() {
 
     let (client, mut server) = mock_client();
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    watch::spawn_all(&client, &tx);
+    watch::spawn_all(&client, &tx, &watch::watches());
     let started = tokio::time::Instant::now();
     let mut per_path: BTreeMap<String, usize> = BTreeMap::new();
     let first_after = loop {

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::{
     Api, Client,
@@ -29,12 +29,20 @@ use kube::{
     },
 };
 use meshguard_crds::{
-    API_VERSION, MeshNode, NodePolicy, NodePolicyStatus, validation::Validator, watch::relisting,
+    API_VERSION, MeshNode, NodePolicy, NodePolicyStatus,
+    validation::Validator,
+    watch::{health::Watches, relisting},
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{Update, check};
+
+/// The agent's watches, by the names `/readyz` and the `watch` label of
+/// its `watch_synced` and `watch_errors` metrics use.
+pub const WATCHES: [&str; 2] = [NODE_POLICY_WATCH, MESH_NODE_WATCH];
+const NODE_POLICY_WATCH: &str = "NodePolicy";
+const MESH_NODE_WATCH: &str = "MeshNode";
 
 /// The field manager of everything the agent writes.
 pub const FIELD_MANAGER: &str = "meshguard-agent";
@@ -165,12 +173,13 @@ async fn register_until_done(client: &Client, registration: &Registration) {
 
 /// Registers, then keeps MeshNode/<node> registered: re-applies when it is
 /// deleted or someone changes the agent's fields. Runs until the watch ends.
-pub async fn keep_registered(client: Client, registration: Registration) {
+pub async fn keep_registered(client: Client, registration: Registration, watches: Watches) {
     register_until_done(&client, &registration).await;
     let events = relisting(dynamic::<MeshNode>(&client), by_name(&registration.node));
     let mut events = std::pin::pin!(events);
     let mut seen = false;
     while let Some(event) = events.next().await {
+        watches.observe(MESH_NODE_WATCH, &event);
         let repair = match event {
             Ok(watcher::Event::Init) => {
                 seen = false;
@@ -200,13 +209,19 @@ pub async fn keep_registered(client: Client, registration: Registration) {
 /// Watches NodePolicy/<node> and sends every version, checked, to `updates`.
 /// A deleted NodePolicy changes nothing: the last state stays enforced until
 /// a new one arrives (deleting it is not how to stop enforcement; teardown is).
-pub async fn watch_policy(client: Client, node: String, updates: mpsc::Sender<Update>) {
+/// `watches` learns whether the watch is in step with the API.
+pub async fn watch_policy(
+    client: Client,
+    node: String,
+    updates: mpsc::Sender<Update>,
+    watches: Watches,
+) {
     let validator = Validator::new();
     let origin = format!("NodePolicy/{node}");
-    let events =
-        relisting(dynamic::<NodePolicy>(&client), by_name(&node)).map_err(|e| e.to_string());
+    let events = relisting(dynamic::<NodePolicy>(&client), by_name(&node));
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
+        watches.observe(NODE_POLICY_WATCH, &event);
         let object = match event {
             Ok(watcher::Event::InitApply(object) | watcher::Event::Apply(object)) => object,
             Ok(watcher::Event::Delete(_)) => {

@@ -1,5 +1,10 @@
 //! `/metrics`, `/healthz` (the process answers) and `/readyz` (every
-//! watcher has listed its kind once and leadership is known).
+//! watcher has listed its kind once, leadership is known, and every watch is
+//! in step with the API now).
+//!
+//! While the API is out of reach the operator keeps its index and writes
+//! nothing new (there is nothing new to know), and is not ready, naming
+//! the watches that are out of step and why.
 
 use std::{
     net::SocketAddr,
@@ -10,11 +15,14 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use meshguard_crds::watch::health::Watches;
 use prometheus_client::registry::Registry;
 
 pub struct Shared {
     pub registry: Registry,
+    /// Every kind listed once and leadership known.
     pub ready: AtomicBool,
+    pub watches: Watches,
 }
 
 pub async fn serve(address: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
@@ -50,12 +58,34 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    let (ready, why) = shared.readiness();
+    let code = if ready {
+        StatusCode::OK
     } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, why)
+}
+
+impl Shared {
+    /// Whether the operator is ready, and the answer that says so or why not.
+    pub fn readiness(&self) -> (bool, String) {
+        if !self.ready.load(Ordering::Relaxed) {
+            return (
+                false,
+                "caches not synced or leadership not yet known\n".to_owned(),
+            );
+        }
+        let out_of_sync = self.watches.out_of_sync();
+        if out_of_sync.is_empty() {
+            return (true, "ready\n".to_owned());
+        }
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "caches not synced or leadership not yet known\n",
+            false,
+            format!(
+                "what was last seen stays in use, but changes cannot arrive:\n{}\n",
+                out_of_sync.join("\n")
+            ),
         )
     }
 }
@@ -83,9 +113,11 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         metrics.members.set(42);
+        let watches = Watches::new(["MeshPolicy"]);
         let shared = Arc::new(Shared {
             registry,
             ready: AtomicBool::new(false),
+            watches: watches.clone(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -93,6 +125,15 @@ mod tests {
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 503"));
         shared.ready.store(true, Ordering::Relaxed);
+        let unsynced = get(address, "/readyz").await;
+        assert!(
+            unsynced.starts_with("HTTP/1.1 503") && unsynced.contains("MeshPolicy watch"),
+            "a watch out of sync: {unsynced}"
+        );
+        watches.observe::<meshguard_crds::MeshPolicy>(
+            "MeshPolicy",
+            &Ok(kube::runtime::watcher::Event::InitDone),
+        );
         assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
         let body = get(address, "/metrics").await;
         assert!(body.contains("meshguard_operator_members 42"), "{body}");

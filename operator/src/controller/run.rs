@@ -35,22 +35,57 @@ const LONGEST_BURST: Duration = Duration::from_secs(2);
 
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let client = api_client::client(flags.api_read_timeout).await?;
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::new(&mut registry));
-    let shared = Arc::new(Shared {
-        registry,
-        ready: false.into(),
-    });
-    let listener = Arc::clone(&shared);
+    let observed = Observed::new();
+    let listener = Arc::clone(&observed.shared);
     let address = flags.metrics_listen;
     tokio::spawn(async move {
         if let Err(e) = http::serve(address, listener).await {
             tracing::error!(%address, error = %e, "metrics server stopped");
         }
     });
+    run_with(client, &flags, &observed, shutdown_signal()).await
+}
 
+/// What the loop reports: `/readyz` and `/metrics` read it.
+pub struct Observed {
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Observed {
+    pub fn new() -> Observed {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let watches = watch::watches();
+        registry.register_collector(watches.collector("meshguard_operator"));
+        Observed {
+            shared: Arc::new(Shared {
+                registry,
+                ready: false.into(),
+                watches,
+            }),
+            metrics,
+        }
+    }
+}
+
+impl Default for Observed {
+    fn default() -> Observed {
+        Observed::new()
+    }
+}
+
+/// The operator on `client` until `shutdown` completes: what [`run`] runs,
+/// and what the tests drive against a mocked API server.
+pub async fn run_with(
+    client: kube::Client,
+    flags: &Flags,
+    observed: &Observed,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let shared = &observed.shared;
     let (tx, mut rx) = mpsc::channel(4096);
-    watch::spawn_all(&client, &tx);
+    watch::spawn_all(&client, &tx, &shared.watches);
     drop(tx);
     let identity = flags.identity();
     let mut leadership = if flags.leader_elect {
@@ -80,7 +115,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut operator = Operator::new(
         client,
         Reconciler::new(settings),
-        metrics,
+        Arc::clone(&observed.metrics),
         Some(identity.clone()),
     );
     tracing::info!(%identity, mesh_cidr = %flags.mesh_cidr, leader_elect = flags.leader_elect, "operator started");
@@ -92,7 +127,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let known_by = Instant::now() + flags.lease_duration;
     let mut leadership_known = leadership.is_none();
     let (mut dirty, mut failures, mut retry_at) = (true, 0u32, None::<Instant>);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let wake = retry_at.unwrap_or(if leadership_known {
             far_future()

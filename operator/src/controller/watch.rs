@@ -13,7 +13,10 @@ use kube::{Api, Client, Resource, ResourceExt, runtime::watcher};
 use std::borrow::Cow;
 
 use kube::{api::ObjectMeta, core::ClusterResourceScope};
-use meshguard_crds::{MeshNode, MeshPolicy, NodePolicy, PolicyChain, watch::relisting};
+use meshguard_crds::{
+    MeshNode, MeshPolicy, NodePolicy, PolicyChain,
+    watch::{health::Watches, relisting},
+};
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::sync::mpsc;
 
@@ -27,40 +30,50 @@ pub enum Message {
     Synced(Watched),
 }
 
-/// Starts every watcher; they run until the receiver is dropped.
-pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>) {
+/// The operator's watches, one per kind, none in sync yet.
+pub fn watches() -> Watches {
+    Watches::new(Watched::ALL.map(Watched::kind))
+}
+
+/// Starts every watcher; they run until the receiver is dropped. Each
+/// tells `watches` whether it is in step with the API.
+pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>, watches: &Watches) {
+    let link = Link {
+        tx: tx.clone(),
+        watches: watches.clone(),
+    };
     spawn::<MeshPolicy>(
         Api::all(client.clone()),
         Watched::MeshPolicies,
-        tx,
+        &link,
         |p| Update::Policy(Box::new(p)),
         |k| Update::PolicyGone(k.1),
     );
     spawn::<PolicyChain>(
         Api::all(client.clone()),
         Watched::PolicyChains,
-        tx,
+        &link,
         |c| Update::Chain(Box::new(c)),
         Update::ChainGone,
     );
     spawn::<MeshNode>(
         Api::all(client.clone()),
         Watched::MeshNodes,
-        tx,
+        &link,
         |n| Update::MeshNode(Box::new(n)),
         |k| Update::MeshNodeGone(k.1),
     );
     spawn::<Node>(
         Api::all(client.clone()),
         Watched::Nodes,
-        tx,
+        &link,
         |n: Node| Update::NodeLabels(n.name_any(), n.metadata.labels.unwrap_or_default()),
         |k| Update::NodeGone(k.1),
     );
     spawn::<Secret>(
         Api::all(client.clone()),
         Watched::Secrets,
-        tx,
+        &link,
         |s: Secret| {
             let (namespace, name) = key(&s);
             Update::Secret(SecretDigests::from_secret(&namespace, &name, s))
@@ -70,7 +83,7 @@ pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>) {
     spawn::<ConfigMap>(
         Api::all(client.clone()),
         Watched::ConfigMaps,
-        tx,
+        &link,
         |c: ConfigMap| {
             let (namespace, name) = key(&c);
             Update::ConfigMap(ConfigMapData {
@@ -84,7 +97,7 @@ pub fn spawn_all(client: &Client, tx: &mpsc::Sender<Message>) {
     spawn::<NodePolicyHead>(
         Api::all(client.clone()),
         Watched::NodePolicies,
-        tx,
+        &link,
         |p: NodePolicyHead| {
             let name = p.metadata.name.clone().unwrap_or_default();
             Update::NodePolicy(name, {
@@ -111,24 +124,30 @@ fn key<K: Resource>(object: &K) -> Namespaced {
     }
 }
 
+/// Where a watcher's news goes: the index's channel, and its link's health.
+#[derive(Clone)]
+struct Link {
+    tx: mpsc::Sender<Message>,
+    watches: Watches,
+}
+
 fn spawn<K>(
     api: Api<K>,
     kind: Watched,
-    tx: &mpsc::Sender<Message>,
+    link: &Link,
     applied: impl Fn(K) -> Update + Send + 'static,
     deleted: impl Fn(Namespaced) -> Update + Send + 'static,
 ) where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let tx = tx.clone();
     let events = relisting(api, watcher::Config::default());
-    tokio::spawn(forward(events, kind, tx, applied, deleted));
+    tokio::spawn(forward(events, kind, link.clone(), applied, deleted));
 }
 
 async fn forward<K: Resource>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     kind: Watched,
-    tx: mpsc::Sender<Message>,
+    Link { tx, watches }: Link,
     applied: impl Fn(K) -> Update,
     deleted: impl Fn(Namespaced) -> Update,
 ) {
@@ -136,6 +155,7 @@ async fn forward<K: Resource>(
     let mut listing: Option<BTreeSet<Namespaced>> = None;
     let mut synced = false;
     while let Some(event) = events.next().await {
+        watches.observe(kind.kind(), &event);
         let message = match event {
             Ok(watcher::Event::Init) => {
                 listing = Some(BTreeSet::new());
