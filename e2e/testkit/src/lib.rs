@@ -3,6 +3,7 @@
 //!
 //! - [`api_server`]: a mocked Kubernetes API server (tower-test): the test
 //!   receives each request the code under test makes and answers it.
+//! - [`lease`]: a leader-election Lease as the API server keeps it.
 //! - [`deploy`]: `deploy/meshguard.yaml` (the chart's default rendering) read
 //!   the way RBAC and environment tests check it.
 //! - [`tokens`]: key sets and JWTs minted by PyJWT, for the L7 tests.
@@ -14,6 +15,7 @@
 
 pub mod api_server;
 pub mod deploy;
+pub mod lease;
 pub mod pictures;
 pub mod random_policy;
 pub mod rng;

@@ -102,6 +102,15 @@ pub struct UninstallArgs {
 }
 
 impl Flags {
+    pub fn lease_settings(&self) -> crate::controller::leader::LeaseSettings {
+        crate::controller::leader::LeaseSettings {
+            namespace: self.lease_namespace.clone(),
+            name: self.lease_name.clone(),
+            identity: self.identity(),
+            duration: self.lease_duration,
+        }
+    }
+
     pub fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -3,6 +3,18 @@
 //! expires; a graceful shutdown releases it, so a standby takes over when
 //! it next looks (at most a lease duration less the renewal grace) rather
 //! than after the abandoned lease expires.
+//!
+//! A leader that cannot renew stops acting at once. kube-lease-manager's
+//! own loop logs a failed renewal and keeps reporting the replica as the
+//! leader for as long as the API stays out of reach, while its lease runs
+//! out and a standby that still reaches the API takes over: two replicas
+//! acting once it heals. Here a failed request ends that manager's turn:
+//! the replica reports itself a standby and starts a new manager (backing
+//! off from 1 s to 30 s), which reports leadership again as soon as the
+//! API shows the lease still held by this replica, or won. Each lease
+//! request is bounded by [`LeaseSettings::request_timeout`] (half the
+//! renewal grace), so a renewal the API never answers fails before the
+//! lease expires.
 
 use std::time::Duration;
 
@@ -10,6 +22,7 @@ use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::{sync::watch, task::JoinHandle};
 
+#[derive(Clone, Debug)]
 pub struct LeaseSettings {
     pub namespace: String,
     pub name: String,
@@ -17,29 +30,43 @@ pub struct LeaseSettings {
     pub duration: Duration,
 }
 
+impl LeaseSettings {
+    fn seconds(&self) -> u64 {
+        self.duration.as_secs().max(2)
+    }
+
+    /// How long before expiry the lease is renewed: a third of its duration.
+    fn grace(&self) -> u64 {
+        (self.seconds() / 3).max(1)
+    }
+
+    /// The read timeout of the lease's requests: half the renewal grace, so
+    /// a renewal that is never answered fails while the lease still holds.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.grace() * 500)
+    }
+}
+
 /// Leadership as it changes; [`Leadership::release`] gives the lease back.
 pub struct Leadership {
     pub leader: watch::Receiver<bool>,
-    task: JoinHandle<kube_lease_manager::Result<LeaseManager>>,
+    task: JoinHandle<kube_lease_manager::Result<()>>,
 }
 
+/// How long a replica waits before a new manager after a failed request.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
 impl Leadership {
+    /// Fails when the lease cannot be read or created (RBAC, a missing
+    /// namespace): at start-up that is a configuration error.
     pub async fn start(
         client: Client,
         settings: &LeaseSettings,
     ) -> kube_lease_manager::Result<Leadership> {
-        let seconds = settings.duration.as_secs().max(2);
-        // Renew a third of the duration before expiry.
-        let grace = (seconds / 3).max(1);
-        let manager = LeaseManagerBuilder::new(client, settings.name.clone())
-            .with_namespace(settings.namespace.clone())
-            .with_identity(settings.identity.clone())
-            .with_field_manager(format!("meshguard-operator-lease-{}", settings.identity))
-            .with_duration(seconds)
-            .with_grace(grace)
-            .build()
-            .await?;
-        let (leader, task) = manager.watch().await;
+        let manager = new_manager(&client, settings).await?;
+        let (tx, leader) = watch::channel(false);
+        let task = tokio::spawn(lead(client, settings.clone(), manager, tx));
         Ok(Leadership { leader, task })
     }
 
@@ -47,7 +74,7 @@ impl Leadership {
     pub async fn release(self) {
         drop(self.leader);
         match self.task.await {
-            Ok(Ok(_)) => tracing::info!("lease released"),
+            Ok(Ok(())) => tracing::info!("lease released"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "releasing the lease failed; it expires by itself")
             }
@@ -56,114 +83,114 @@ impl Leadership {
     }
 }
 
+async fn new_manager(
+    client: &Client,
+    settings: &LeaseSettings,
+) -> kube_lease_manager::Result<LeaseManager> {
+    LeaseManagerBuilder::new(client.clone(), settings.name.clone())
+        .with_namespace(settings.namespace.clone())
+        .with_identity(settings.identity.clone())
+        .with_field_manager(format!("meshguard-operator-lease-{}", settings.identity))
+        .with_duration(settings.seconds())
+        .with_grace(settings.grace())
+        .build()
+        .await
+}
+
+/// Reports leadership on `tx` until every receiver is gone, then releases.
+async fn lead(
+    client: Client,
+    settings: LeaseSettings,
+    mut manager: LeaseManager,
+    tx: watch::Sender<bool>,
+) -> kube_lease_manager::Result<()> {
+    let mut wait = FIRST_RETRY;
+    loop {
+        let failed = tokio::select! {
+            biased;
+            () = tx.closed() => return manager.release().await,
+            changed = manager.changed() => match changed {
+                Ok(leading) => {
+                    wait = FIRST_RETRY;
+                    tx.send_replace(leading);
+                    continue;
+                }
+                Err(e) => e,
+            },
+        };
+        if tx.send_replace(false) {
+            tracing::warn!(error = %failed, "the lease could not be renewed: acting no more until it is held again");
+        } else {
+            tracing::warn!(error = %failed, "reading the lease failed");
+        }
+        // A new manager until one starts; it reports the lease held again.
+        manager = loop {
+            tokio::select! {
+                biased;
+                () = tx.closed() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(LAST_RETRY);
+            match new_manager(&client, &settings).await {
+                Ok(manager) => break manager,
+                Err(e) => tracing::warn!(error = %e, retry_in = ?wait, "reading the lease failed"),
+            }
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Two replicas against one fake API server that keeps a Lease the way
-    //! the API server does for this purpose: server-side apply refuses to
-    //! take a field another field manager set to a different value (409),
-    //! strategic merge patches always land and `null` removes a field.
+    //! the API server does for this purpose (`meshguard_testkit::lease`).
 
     #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-    use std::{
-        collections::BTreeMap,
-        sync::{Arc, Mutex},
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
     };
 
     use http::StatusCode;
-    use meshguard_testkit::api_server::{ApiServer, failure, mock_client, next, not_found};
-    use serde_json::{Value, json};
+    use meshguard_testkit::{
+        api_server::{ApiServer, failure, mock_client, next, not_found},
+        lease::Lease,
+    };
 
     use super::*;
 
-    const PATH: &str =
-        "/apis/coordination.k8s.io/v1/namespaces/meshguard-system/leases/meshguard-operator";
-
-    /// The Lease's spec fields, each with the field manager that set it.
-    #[derive(Default)]
-    struct Lease {
-        exists: bool,
-        fields: BTreeMap<String, (Value, String)>,
-    }
-
-    impl Lease {
-        fn object(&self) -> Value {
-            let spec: serde_json::Map<String, Value> = self
-                .fields
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect();
-            json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": { "name": "meshguard-operator", "namespace": "meshguard-system" },
-                    "spec": spec })
-        }
-
-        fn holder(&self) -> Option<String> {
-            self.fields
-                .get("holderIdentity")
-                .and_then(|(v, _)| v.as_str().map(str::to_owned))
-        }
-    }
-
-    /// Serves one replica's client from the shared Lease.
-    fn serve(mut server: ApiServer, lease: Arc<Mutex<Lease>>) {
+    /// Serves one replica's client from the shared Lease; every request
+    /// answered 500 while `down`.
+    fn serve(mut server: ApiServer, lease: Arc<Mutex<Lease>>, down: Arc<AtomicBool>) {
         tokio::spawn(async move {
             loop {
                 let seen = next(&mut server).await;
-                let mut lease = lease.lock().unwrap();
-                let manager = seen.param("fieldManager").unwrap_or_default().to_owned();
-                let (status, body) = match (seen.method(), seen.path()) {
-                    (_, path) if !path.starts_with(PATH.rsplit_once('/').unwrap().0) => {
-                        (StatusCode::NOT_FOUND, not_found(path))
-                    }
-                    ("POST", _) if lease.exists => (
-                        StatusCode::CONFLICT,
-                        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                "reason": "AlreadyExists", "code": 409 }),
-                    ),
-                    ("POST", _) => {
-                        lease.exists = true;
-                        (StatusCode::CREATED, lease.object())
-                    }
-                    (_, _) if !lease.exists => (StatusCode::NOT_FOUND, not_found("lease")),
-                    ("GET", _) => (StatusCode::OK, lease.object()),
-                    ("PATCH", _) => {
-                        let apply = seen.content_type() == Some("application/apply-patch+yaml");
-                        let spec = seen.body["spec"].as_object().cloned().unwrap_or_default();
-                        let conflict = apply
-                            && spec.iter().any(|(k, v)| {
-                                lease
-                                    .fields
-                                    .get(k)
-                                    .is_some_and(|(old, owner)| *owner != manager && old != v)
-                            });
-                        if conflict {
-                            (
-                                StatusCode::CONFLICT,
-                                failure(409, "Conflict", "Apply failed with 1 conflict"),
-                            )
-                        } else {
-                            for (k, v) in spec {
-                                if v.is_null() {
-                                    lease.fields.remove(&k);
-                                } else {
-                                    lease.fields.insert(k, (v, manager.clone()));
-                                }
-                            }
-                            (StatusCode::OK, lease.object())
-                        }
-                    }
-                    (method, path) => panic!("unexpected {method} {path}"),
+                let (status, body) = if down.load(Ordering::Relaxed) {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        failure(500, "InternalError", "etcdserver: request timed out"),
+                    )
+                } else if Lease::is_for(&seen) {
+                    lease.lock().unwrap().answer(&seen)
+                } else {
+                    (StatusCode::NOT_FOUND, not_found(seen.path()))
                 };
-                drop(lease);
                 seen.answer(status, &body);
             }
         });
     }
 
     async fn replica(identity: &str, lease: &Arc<Mutex<Lease>>) -> Leadership {
+        replica_of(identity, lease, Arc::default()).await
+    }
+
+    async fn replica_of(
+        identity: &str,
+        lease: &Arc<Mutex<Lease>>,
+        down: Arc<AtomicBool>,
+    ) -> Leadership {
         let (client, server) = mock_client();
-        serve(server, Arc::clone(lease));
+        serve(server, Arc::clone(lease), down);
         let settings = LeaseSettings {
             namespace: "meshguard-system".into(),
             name: "meshguard-operator".into(),
@@ -211,5 +238,34 @@ mod tests {
         b.task.abort();
         until(&mut c, true, Duration::from_secs(20)).await;
         assert_eq!(lease.lock().unwrap().holder().as_deref(), Some("replica-c"));
+    }
+
+    /// A leader whose renewals fail stops acting before its lease runs
+    /// out (kube-lease-manager alone kept reporting it the leader for as
+    /// long as the API was away), and acts again once the API shows the
+    /// lease still its own.
+    #[tokio::test]
+    async fn a_leader_that_cannot_renew_stops_acting_and_resumes_when_it_can() {
+        let lease = Arc::new(Mutex::new(Lease::default()));
+        let down = Arc::new(AtomicBool::new(false));
+        let mut a = replica_of("replica-a", &lease, Arc::clone(&down)).await;
+        until(&mut a, true, Duration::from_secs(5)).await;
+        down.store(true, Ordering::Relaxed);
+        // The next renewal is due 2 s before the 6-s lease expires.
+        let stepped_down = until(&mut a, false, Duration::from_secs(6)).await;
+        eprintln!(
+            "stepped down {:.1} s into the outage",
+            stepped_down.as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!*a.leader.borrow(), "acting while the API is away");
+        down.store(false, Ordering::Relaxed);
+        let back = until(&mut a, true, Duration::from_secs(40)).await;
+        eprintln!(
+            "acting again {:.1} s after the API came back",
+            back.as_secs_f64()
+        );
+        assert_eq!(lease.lock().unwrap().holder().as_deref(), Some("replica-a"));
+        a.release().await;
     }
 }

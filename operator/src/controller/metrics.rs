@@ -33,6 +33,8 @@ pub struct Metrics {
     pub rejected: Gauge,
     pub node_policy_writes: Counter,
     pub node_policy_deletes: Counter,
+    /// 1 while this replica acts (holds the lease, or runs without election).
+    pub leader: Gauge,
 }
 
 impl Metrics {
@@ -48,6 +50,7 @@ impl Metrics {
             rejected: Gauge::default(),
             node_policy_writes: Counter::default(),
             node_policy_deletes: Counter::default(),
+            leader: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("meshguard_operator");
         r.register(
@@ -85,6 +88,11 @@ impl Metrics {
             "node_policy_deletes",
             "NodePolicies deleted because their MeshNode went",
             metrics.node_policy_deletes.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica acts: it holds the lease (or runs without --leader-elect); 0 on a standby, and on a leader that could not renew",
+            metrics.leader.clone(),
         );
         // Every kind at 0 from the start, so that rate() and increase() —
         // and the alerts built on them — see the first write and the first

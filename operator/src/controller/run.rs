@@ -20,7 +20,7 @@ use super::{
     cli::Flags,
     error_policy,
     http::{self, Shared},
-    leader::{Leadership, LeaseSettings},
+    leader::Leadership,
     metrics::Metrics,
     watch::{self, Message},
 };
@@ -34,7 +34,8 @@ use crate::{
 const LONGEST_BURST: Duration = Duration::from_secs(2);
 
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
-    let client = api_client::client(flags.api_read_timeout).await?;
+    let api = api_client::client(flags.api_read_timeout).await?;
+    let lease = api_client::client(flags.lease_settings().request_timeout()).await?;
     let observed = Observed::new();
     let listener = Arc::clone(&observed.shared);
     let address = flags.metrics_listen;
@@ -43,7 +44,15 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             tracing::error!(%address, error = %e, "metrics server stopped");
         }
     });
-    run_with(client, &flags, &observed, shutdown_signal()).await
+    run_with(Clients { api, lease }, &flags, &observed, shutdown_signal()).await
+}
+
+/// The clients of the loop: one for everything but the Lease, and one for
+/// the Lease whose reads are bounded by the renewal grace (a renewal must
+/// fail before the lease runs out, not after the API read timeout).
+pub struct Clients {
+    pub api: kube::Client,
+    pub lease: kube::Client,
 }
 
 /// What the loop reports: `/readyz` and `/metrics` read it.
@@ -75,10 +84,10 @@ impl Default for Observed {
     }
 }
 
-/// The operator on `client` until `shutdown` completes: what [`run`] runs,
-/// and what the tests drive against a mocked API server.
+/// The operator until `shutdown` completes: what [`run`] runs, and what
+/// the tests drive against a mocked API server.
 pub async fn run_with(
-    client: kube::Client,
+    Clients { api: client, lease }: Clients,
     flags: &Flags,
     observed: &Observed,
     shutdown: impl Future<Output = ()>,
@@ -89,20 +98,13 @@ pub async fn run_with(
     drop(tx);
     let identity = flags.identity();
     let mut leadership = if flags.leader_elect {
-        let settings = LeaseSettings {
-            namespace: flags.lease_namespace.clone(),
-            name: flags.lease_name.clone(),
-            identity: identity.clone(),
-            duration: flags.lease_duration,
-        };
-        let lease = Leadership::start(client.clone(), &settings)
-            .await
-            .with_context(|| {
-                format!(
-                    "leader election (Lease {}/{})",
-                    settings.namespace, settings.name
-                )
-            })?;
+        let settings = flags.lease_settings();
+        let lease = Leadership::start(lease, &settings).await.with_context(|| {
+            format!(
+                "leader election (Lease {}/{})",
+                settings.namespace, settings.name
+            )
+        })?;
         Some(lease)
     } else {
         None
@@ -122,6 +124,7 @@ pub async fn run_with(
 
     let mut synced = BTreeSet::new();
     let mut leader = leadership.is_none();
+    observed.metrics.leader.set(i64::from(leader));
     // A standby never hears "false" turn into "false": after one lease
     // duration without news it knows it is not the leader.
     let known_by = Instant::now() + flags.lease_duration;
@@ -155,6 +158,7 @@ pub async fn run_with(
                     tracing::info!(leader = now_leader, "leadership changed");
                 }
                 leader = now_leader;
+                observed.metrics.leader.set(i64::from(leader));
                 dirty |= leader;
             }
             () = sleep_until(wake) => {}
