@@ -522,6 +522,15 @@ fn metrics_are_reachable_through_services_and_service_monitors() {
         assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
     }
     assert!(find(&docs, "Service", "meshguard-agent-metrics")["spec"]["clusterIP"] == "None");
+    // An unready pod is still scraped: it is unready when its metrics say
+    // why (a watch out of step with the API), and its alert needs them.
+    for workload in ["meshguard-operator", "meshguard-agent"] {
+        assert_eq!(
+            find(&docs, "Service", &format!("{workload}-metrics"))["spec"]["publishNotReadyAddresses"],
+            true,
+            "{workload}"
+        );
+    }
     // Off by default: no ServiceMonitor without the Prometheus Operator.
     assert!(
         !render(&json!({}))
@@ -796,6 +805,13 @@ fn the_alerts_fire_when_they_should_by_promtool() {
                 { "series": format!("meshguard_agent_drift_repairs_total{{pod=\"{pod}\",kind=\"rules\"}}"), "values": "0+1x20" },
                 { "series": "meshguard_operator_rejected_objects{pod=\"meshguard-operator-0\"}", "values": "0 1x20" },
                 { "series": "meshguard_agent_latest_applied{pod=\"healthy\"}", "values": "1x20" },
+                // Out of step from minute 3 to 12 (9 minutes); a blip of 2.
+                { "series": format!("meshguard_agent_watch_synced{{pod=\"{pod}\",watch=\"NodePolicy\"}}"), "values": "1 1 1 0x8 1x8" },
+                { "series": "meshguard_agent_watch_synced{pod=\"blip\",watch=\"NodePolicy\"}", "values": "1 0 0 1x17" },
+                { "series": "meshguard_operator_watch_synced{pod=\"meshguard-operator-0\",watch=\"MeshPolicy\"}", "values": "1 0x19" },
+                // A leader to minute 5, then none; a second replica acting from 12.
+                { "series": "meshguard_operator_leader{pod=\"meshguard-operator-0\"}", "values": "1x5 0x6 1x8" },
+                { "series": "meshguard_operator_leader{pod=\"meshguard-operator-1\"}", "values": "0x12 1x7" },
             ],
             "alert_rule_test": [
                 // Failing since minute 2: pending for 10 minutes, then firing.
@@ -815,6 +831,31 @@ fn the_alerts_fire_when_they_should_by_promtool() {
                 { "eval_time": "10m", "alertname": "MeshguardDriftRepairedRepeatedly", "exp_alerts": [{
                     "exp_labels": warning(json!({ "pod": pod, "kind": "rules" })),
                     "exp_annotations": { "summary": format!("meshguard agent {pod} repaired rules drift more than 3 times in an hour") },
+                }] },
+                { "eval_time": "7m", "alertname": "MeshguardAgentOutOfSync", "exp_alerts": [] },
+                { "eval_time": "9m", "alertname": "MeshguardAgentOutOfSync", "exp_alerts": [{
+                    "exp_labels": warning(json!({ "pod": pod, "watch": "NodePolicy" })),
+                    "exp_annotations": {
+                        "summary": format!("meshguard agent {pod} has been out of step with the API (NodePolicy watch) for 5m"),
+                        "description": "The node keeps enforcing the last NodePolicy it applied; changes do not reach it. The agent's /readyz and log say why.",
+                    },
+                }] },
+                { "eval_time": "14m", "alertname": "MeshguardAgentOutOfSync", "exp_alerts": [] },
+                { "eval_time": "7m", "alertname": "MeshguardOperatorOutOfSync", "exp_alerts": [{
+                    "exp_labels": warning(json!({ "pod": "meshguard-operator-0", "watch": "MeshPolicy" })),
+                    "exp_annotations": {
+                        "summary": "meshguard operator meshguard-operator-0 has been out of step with the API (MeshPolicy watch) for 5m",
+                        "description": "It works from what it last saw: changes of that kind are not compiled. Its /readyz and log say why.",
+                    },
+                }] },
+                { "eval_time": "5m", "alertname": "MeshguardOperatorLeadership", "exp_alerts": [] },
+                { "eval_time": "11m", "alertname": "MeshguardOperatorLeadership", "exp_alerts": [{
+                    "exp_labels": warning(json!({})),
+                    "exp_annotations": { "summary": "0 meshguard operator replicas act; exactly one should" },
+                }] },
+                { "eval_time": "18m", "alertname": "MeshguardOperatorLeadership", "exp_alerts": [{
+                    "exp_labels": warning(json!({})),
+                    "exp_annotations": { "summary": "2 meshguard operator replicas act; exactly one should" },
                 }] },
                 { "eval_time": "8m", "alertname": "MeshguardObjectRejected", "exp_alerts": [{
                     "exp_labels": warning(json!({ "pod": "meshguard-operator-0" })),

@@ -302,3 +302,51 @@ impl Collector for RuleCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+    use meshguard_crds::watch::health::Watches;
+
+    use super::*;
+
+    /// Every family the agent serves in a cluster (its metrics, the rule
+    /// counters, its watches') is named in docs/agent.md.
+    #[test]
+    fn every_metric_is_documented() {
+        let mut registry = Registry::default();
+        let _metrics = Metrics::new(&mut registry, Arc::new(Vec::new));
+        registry.register_collector(
+            Watches::new(crate::state::kube::WATCHES).collector("meshguard_agent"),
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/agent.md"),
+        )
+        .unwrap();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert!(families.len() >= 22, "{text}");
+        let missing: Vec<&&str> = families
+            .iter()
+            .filter(|family| {
+                ![
+                    format!("`{family}_total"),
+                    format!("`{family}`"),
+                    format!("`{family}{{"),
+                ]
+                .iter()
+                .any(|named| docs.contains(named.as_str()))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/agent.md does not list {missing:?}"
+        );
+    }
+}

@@ -6,8 +6,7 @@
 use std::path::Path;
 
 use clap::CommandFactory;
-use meshguard_operator::controller::{cli::Flags, metrics::Metrics};
-use prometheus_client::registry::Registry;
+use meshguard_operator::controller::{cli::Flags, metrics::Metrics, run::Observed};
 
 fn docs() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operator.md"))
@@ -47,8 +46,9 @@ fn every_flag_and_its_environment_variable_is_documented() {
 
 #[test]
 fn every_metric_is_documented() {
-    let mut registry = Registry::default();
-    let metrics = Metrics::new(&mut registry);
+    // The registry the operator serves: its metrics and its watches'.
+    let observed = Observed::new();
+    let metrics = &observed.metrics;
     // Labelled families print only once they have a child.
     metrics
         .reconciles
@@ -59,14 +59,14 @@ fn every_metric_is_documented() {
         .get_or_create(&Metrics::kind("NodePolicy"))
         .inc();
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    prometheus_client::encoding::text::encode(&mut text, &observed.shared.registry).unwrap();
     let docs = docs();
     let families: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(families.len(), 8, "{text}");
+    assert_eq!(families.len(), 11, "{text}");
     for family in families {
         let counter = format!("`{family}_total");
         let plain = format!("`{family}`");
