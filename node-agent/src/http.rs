@@ -73,19 +73,14 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 impl Shared {
     /// Whether the agent is ready, and the answer that says so or why not.
     pub fn readiness(&self) -> (bool, String) {
-        if !self.ready.load(Ordering::Relaxed) {
-            return (false, "no desired state applied yet\n".to_owned());
-        }
-        let out_of_sync = self.watches.out_of_sync();
-        if out_of_sync.is_empty() {
-            return (true, "ready\n".to_owned());
-        }
-        (
-            false,
-            format!(
-                "the last state applied stays enforced, but changes to it cannot arrive:\n{}\n",
-                out_of_sync.join("\n")
-            ),
+        let applied = if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("no desired state applied yet")
+        };
+        self.watches.readiness(
+            applied,
+            "the last state applied stays enforced, but changes to it cannot arrive",
         )
     }
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use clap::CommandFactory;
-use meshguard_operator::controller::{cli::Flags, metrics::Metrics, run::Observed};
+use meshguard_operator::controller::{cli::Flags, metrics::Metrics, run::Reports};
 
 fn docs() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operator.md"))
@@ -47,8 +47,8 @@ fn every_flag_and_its_environment_variable_is_documented() {
 #[test]
 fn every_metric_is_documented() {
     // The registry the operator serves: its metrics and its watches'.
-    let observed = Observed::new();
-    let metrics = &observed.metrics;
+    let reports = Reports::new();
+    let metrics = &reports.metrics;
     // Labelled families print only once they have a child.
     metrics
         .reconciles
@@ -59,7 +59,7 @@ fn every_metric_is_documented() {
         .get_or_create(&Metrics::kind("NodePolicy"))
         .inc();
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &observed.shared.registry).unwrap();
+    prometheus_client::encoding::text::encode(&mut text, &reports.shared.registry).unwrap();
     let docs = docs();
     let families: Vec<&str> = text
         .lines()

@@ -29,7 +29,7 @@ use http::{Response, StatusCode};
 use kube::client::Body;
 use meshguard_operator::controller::{
     cli::Flags,
-    run::{Clients, Observed, run_with},
+    run::{Clients, Reports, run_with},
 };
 use meshguard_testkit::{
     api_server::{ApiServer, Seen, failure, mock_client, next_within, not_found},
@@ -267,16 +267,16 @@ async fn through_an_outage_the_operator_keeps_what_it_has_and_writes_nothing() {
         "15s",
     ])
     .unwrap();
-    let observed = Arc::new(Observed::new());
+    let reports = Arc::new(Reports::new());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn({
-        let observed = Arc::clone(&observed);
+        let reports = Arc::clone(&reports);
         async move {
             let clients = Clients {
                 api: client.clone(),
                 lease: client,
             };
-            run_with(clients, &flags, &observed, async {
+            run_with(clients, &flags, &reports, async {
                 let _ = stopped.await;
             })
             .await
@@ -284,7 +284,7 @@ async fn through_an_outage_the_operator_keeps_what_it_has_and_writes_nothing() {
     });
     let scrape = || {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &observed.shared.registry).unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &reports.shared.registry).unwrap();
         text
     };
     let count = |api: &Api, plural: &str| {
@@ -299,7 +299,7 @@ async fn through_an_outage_the_operator_keeps_what_it_has_and_writes_nothing() {
         Duration::from_secs(60),
         || {
             let api = api.lock().unwrap();
-            observed.shared.readiness().0 && count(&api, "nodepolicies") == count(&api, "meshnodes")
+            reports.shared.readiness().0 && count(&api, "nodepolicies") == count(&api, "meshnodes")
         },
     )
     .await;
@@ -330,7 +330,7 @@ async fn through_an_outage_the_operator_keeps_what_it_has_and_writes_nothing() {
         scrape().contains("meshguard_operator_leader 0")
     })
     .await;
-    let (ready, why) = observed.shared.readiness();
+    let (ready, why) = reports.shared.readiness();
     assert!(!ready, "ready through an outage");
     for kind in [
         "MeshPolicy",
@@ -383,7 +383,7 @@ async fn through_an_outage_the_operator_keeps_what_it_has_and_writes_nothing() {
     // Up again: listed, leading, ready, and nothing written.
     let writes_after_outage = api.lock().unwrap().writes.len();
     let back = until("ready and leading again", Duration::from_secs(120), || {
-        observed.shared.readiness().0 && scrape().contains("meshguard_operator_leader 1")
+        reports.shared.readiness().0 && scrape().contains("meshguard_operator_leader 1")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -112,6 +112,20 @@ impl Watches {
             .collect()
     }
 
+    /// The answer of `/readyz` for a process that is `started` (or says
+    /// why not): ready while every watch is in sync; otherwise `kept` (what
+    /// stays in use meanwhile) and one line per watch out of sync.
+    pub fn readiness(&self, started: Result<(), &str>, kept: &str) -> (bool, String) {
+        if let Err(why) = started {
+            return (false, format!("{why}\n"));
+        }
+        let out_of_sync = self.out_of_sync();
+        if out_of_sync.is_empty() {
+            return (true, "ready\n".to_owned());
+        }
+        (false, format!("{kept}:\n{}\n", out_of_sync.join("\n")))
+    }
+
     /// `<prefix>_watch_synced{watch}` (1 or 0) and
     /// `<prefix>_watch_errors_total{watch}`, read at each scrape; every
     /// watch named in [`Watches::new`] is there from the start.

@@ -70,22 +70,14 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 impl Shared {
     /// Whether the operator is ready, and the answer that says so or why not.
     pub fn readiness(&self) -> (bool, String) {
-        if !self.ready.load(Ordering::Relaxed) {
-            return (
-                false,
-                "caches not synced or leadership not yet known\n".to_owned(),
-            );
-        }
-        let out_of_sync = self.watches.out_of_sync();
-        if out_of_sync.is_empty() {
-            return (true, "ready\n".to_owned());
-        }
-        (
-            false,
-            format!(
-                "what was last seen stays in use, but changes cannot arrive:\n{}\n",
-                out_of_sync.join("\n")
-            ),
+        let started = if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("caches not synced or leadership not yet known")
+        };
+        self.watches.readiness(
+            started,
+            "what was last seen stays in use, but changes cannot arrive",
         )
     }
 }

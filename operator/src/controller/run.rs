@@ -36,15 +36,15 @@ const LONGEST_BURST: Duration = Duration::from_secs(2);
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let api = api_client::client(flags.api_read_timeout).await?;
     let lease = api_client::client(flags.lease_settings().request_timeout()).await?;
-    let observed = Observed::new();
-    let listener = Arc::clone(&observed.shared);
+    let reports = Reports::new();
+    let listener = Arc::clone(&reports.shared);
     let address = flags.metrics_listen;
     tokio::spawn(async move {
         if let Err(e) = http::serve(address, listener).await {
             tracing::error!(%address, error = %e, "metrics server stopped");
         }
     });
-    run_with(Clients { api, lease }, &flags, &observed, shutdown_signal()).await
+    run_with(Clients { api, lease }, &flags, &reports, shutdown_signal()).await
 }
 
 /// The clients of the loop: one for everything but the Lease, and one for
@@ -55,19 +55,19 @@ pub struct Clients {
     pub lease: kube::Client,
 }
 
-/// What the loop reports: `/readyz` and `/metrics` read it.
-pub struct Observed {
+/// What the loop reports, for `/readyz` and `/metrics`.
+pub struct Reports {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
 }
 
-impl Observed {
-    pub fn new() -> Observed {
+impl Reports {
+    pub fn new() -> Reports {
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let watches = watch::watches();
         registry.register_collector(watches.collector("meshguard_operator"));
-        Observed {
+        Reports {
             shared: Arc::new(Shared {
                 registry,
                 ready: false.into(),
@@ -78,9 +78,9 @@ impl Observed {
     }
 }
 
-impl Default for Observed {
-    fn default() -> Observed {
-        Observed::new()
+impl Default for Reports {
+    fn default() -> Reports {
+        Reports::new()
     }
 }
 
@@ -89,10 +89,10 @@ impl Default for Observed {
 pub async fn run_with(
     Clients { api: client, lease }: Clients,
     flags: &Flags,
-    observed: &Observed,
+    reports: &Reports,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let shared = &observed.shared;
+    let shared = &reports.shared;
     let (tx, mut rx) = mpsc::channel(4096);
     watch::spawn_all(&client, &tx, &shared.watches);
     drop(tx);
@@ -117,14 +117,14 @@ pub async fn run_with(
     let mut operator = Operator::new(
         client,
         Reconciler::new(settings),
-        Arc::clone(&observed.metrics),
+        Arc::clone(&reports.metrics),
         Some(identity.clone()),
     );
     tracing::info!(%identity, mesh_cidr = %flags.mesh_cidr, leader_elect = flags.leader_elect, "operator started");
 
     let mut synced = BTreeSet::new();
     let mut leader = leadership.is_none();
-    observed.metrics.leader.set(i64::from(leader));
+    reports.metrics.leader.set(i64::from(leader));
     // A standby never hears "false" turn into "false": after one lease
     // duration without news it knows it is not the leader.
     let known_by = Instant::now() + flags.lease_duration;
@@ -158,7 +158,7 @@ pub async fn run_with(
                     tracing::info!(leader = now_leader, "leadership changed");
                 }
                 leader = now_leader;
-                observed.metrics.leader.set(i64::from(leader));
+                reports.metrics.leader.set(i64::from(leader));
                 dirty |= leader;
             }
             () = sleep_until(wake) => {}
