@@ -145,9 +145,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(move || {
             for_counters
                 .lock()
-                .ok()
-                .and_then(|mut r| r.counters().ok())
-                .unwrap_or_default()
+                .map_err(|_| "the reconciler's lock is poisoned".to_owned())?
+                .counters()
+                .map_err(|e| e.to_string())
         }),
     );
     metrics

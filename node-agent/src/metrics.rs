@@ -4,7 +4,10 @@
 //! direction and what the packets got — so every drop names its policy and
 //! rule.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -94,10 +97,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// The metrics, registered; `rule_counters` is asked at each scrape.
-    pub fn new(
-        registry: &mut Registry,
-        rule_counters: Arc<dyn Fn() -> Vec<(RuleCounter, Counted)> + Send + Sync>,
-    ) -> Arc<Metrics> {
+    pub fn new(registry: &mut Registry, rule_counters: ReadRuleCounters) -> Arc<Metrics> {
         let metrics = Metrics {
             backend: Family::default(),
             apply_seconds: Histogram::new([
@@ -248,14 +248,22 @@ impl Metrics {
         );
         registry.register_collector(Box::new(RuleCollector {
             read: rule_counters,
+            failed: AtomicU64::new(0),
         }));
         Arc::new(metrics)
     }
 }
 
-/// Per-rule kernel counters, read at scrape time.
+/// Reads the kernel's per-rule counters, or says why it could not.
+pub type ReadRuleCounters =
+    Arc<dyn Fn() -> Result<Vec<(RuleCounter, Counted)>, String> + Send + Sync>;
+
+/// Per-rule kernel counters, read at scrape time. A read that fails is
+/// logged and counted (`meshguard_agent_rule_counter_errors_total`): a
+/// scrape without per-rule samples must not pass for "no traffic".
 struct RuleCollector {
-    read: Arc<dyn Fn() -> Vec<(RuleCounter, Counted)> + Send + Sync>,
+    read: ReadRuleCounters,
+    failed: AtomicU64,
 }
 
 impl std::fmt::Debug for RuleCollector {
@@ -275,7 +283,18 @@ struct RuleLabels {
 
 impl Collector for RuleCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters = (self.read)();
+        let counters = (self.read)().unwrap_or_else(|error| {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "per-rule counters not read: this scrape has none");
+            Vec::new()
+        });
+        let failed = ConstCounter::new(self.failed.load(Ordering::Relaxed));
+        failed.encode(encoder.encode_descriptor(
+            "meshguard_agent_rule_counter_errors",
+            "Scrapes whose per-rule counters could not be read from the kernel (they carry none)",
+            None,
+            MetricType::Counter,
+        )?)?;
         for (name, help, bytes) in [
             (
                 "meshguard_rule_packets",
@@ -307,6 +326,8 @@ impl Collector for RuleCollector {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+    use std::sync::atomic::AtomicBool;
+
     use meshguard_crds::watch::health::Watches;
 
     use super::*;
@@ -316,7 +337,7 @@ mod tests {
     #[test]
     fn every_metric_is_documented() {
         let mut registry = Registry::default();
-        let _metrics = Metrics::new(&mut registry, Arc::new(Vec::new));
+        let _metrics = Metrics::new(&mut registry, Arc::new(|| Ok(Vec::new())));
         registry.register_collector(
             Watches::new(crate::state::kube::WATCHES).collector("meshguard_agent"),
         );
@@ -347,6 +368,38 @@ mod tests {
         assert!(
             missing.is_empty(),
             "docs/agent.md does not list {missing:?}"
+        );
+    }
+
+    /// A failed read of the kernel's counters is counted, not passed off
+    /// as a scrape with no traffic.
+    #[test]
+    fn a_failed_counter_read_is_counted() {
+        let mut registry = Registry::default();
+        let fail = Arc::new(AtomicBool::new(false));
+        let failing = Arc::clone(&fail);
+        let _metrics = Metrics::new(
+            &mut registry,
+            Arc::new(move || {
+                if failing.load(Ordering::Relaxed) {
+                    Err("iptables -L: exit 4".to_owned())
+                } else {
+                    Ok(Vec::new())
+                }
+            }),
+        );
+        let scrape = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        assert!(scrape().contains("meshguard_agent_rule_counter_errors_total 0"));
+        fail.store(true, Ordering::Relaxed);
+        scrape();
+        let text = scrape();
+        assert!(
+            text.contains("meshguard_agent_rule_counter_errors_total 2"),
+            "{text}"
         );
     }
 }
