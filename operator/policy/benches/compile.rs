@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the compiler at 5,000 members (see
 //! `benches/support/scale.rs` for the inputs, `docs/benchmarks.md` for figures):
 //! a full compile, and a recompile after one policy changes with a
-//! remembering `Compiler`. `make bench` runs these and `examples/compile_scale`.
+//! remembering `Compiler`; and a full compile where 2,000 members route 16
+//! addresses each (32,000 routed prefixes). `make bench` runs these and `examples/compile_scale`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is a failure report
 
@@ -46,6 +47,29 @@ fn benches(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    let routed = scale::with_routes(2_000, 16);
+    let policies = scale::policies(Shape::Typical);
+    let mut group = c.benchmark_group("Routed");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(15));
+    group.bench_function(
+        "full compile, 2,000 members routing 16 addresses each",
+        |b| {
+            b.iter(|| {
+                compile(&Inputs {
+                    members: &routed,
+                    policies: &policies,
+                    chains: &[],
+                    secrets: &[],
+                    config_maps: &[],
+                    listen_port: 51820,
+                })
+            })
+        },
+    );
+    group.finish();
 }
 
 criterion_group!(compile_benches, benches);

@@ -511,6 +511,59 @@ fn s7_both_ends_enforce_and_addresses_are_matched_as_packets() {
     );
 }
 
+/// CIDR selectors whose blocks lie inside a routed subnet, or cover it,
+/// reach the router's rules for exactly their part of the subnet.
+#[test]
+fn s7b_blocks_inside_and_around_a_routed_subnet_reach_its_router() {
+    let members = vec![
+        member("db", &[("role", "db")], "100.64.0.1"),
+        router(member("gw", &[], "100.64.0.9"), &["192.168.50.0/24"]),
+    ];
+    let from_db = || vec![labels(&[("role", "db")])];
+    let policies = [policy(
+        "backup",
+        1,
+        vec![
+            named(
+                "inside",
+                rule(
+                    Action::Allow,
+                    from_db(),
+                    vec![cidr("192.168.50.0/26", &[])],
+                    Some(vec![tcp(873)]),
+                ),
+            ),
+            named(
+                "around",
+                rule(
+                    Action::Allow,
+                    from_db(),
+                    vec![cidr("192.168.0.0/16", &[])],
+                    Some(vec![tcp(22)]),
+                ),
+            ),
+        ],
+    )];
+    let c = compiled(&members, &policies);
+    let gw = spec(&c, "gw");
+    let local = |id: &str| {
+        let rule = gw
+            .ingress
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("{id} not on gw: {:?}", ids(&gw.ingress)));
+        gw.address_sets
+            .iter()
+            .find(|a| Some(&a.name) == rule.local.as_ref())
+            .unwrap()
+            .clone()
+    };
+    let inside = local("backup/inside");
+    assert!(covers(&inside, "192.168.50.10") && !covers(&inside, "192.168.50.100"));
+    let around = local("backup/around");
+    assert!(covers(&around, "192.168.50.10") && covers(&around, "192.168.50.100"));
+}
+
 #[test]
 fn s8_tests_run_against_the_whole_enforce_set() {
     let mut tested = policy(

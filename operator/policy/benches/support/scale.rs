@@ -52,6 +52,23 @@ pub fn members() -> Vec<Member> {
         .collect()
 }
 
+/// [`members`], the first `routers` of them each routing `per_member`
+/// single addresses of 10.128.0.0/9 (pod or VM addresses behind a node):
+/// many routed prefixes, each a boundary the compiler must respect.
+#[allow(dead_code)] // the compile bench's; the examples sharing this file leave it
+pub fn with_routes(routers: usize, per_member: usize) -> Vec<Member> {
+    let mut out = members();
+    for (i, member) in out.iter_mut().take(routers).enumerate() {
+        member.allowed_ips = (0..per_member)
+            .map(|j| {
+                let n = (i * per_member + j) as u32;
+                Prefix::host(std::net::Ipv4Addr::from(0x0a80_0000 | n).into())
+            })
+            .collect();
+    }
+    out
+}
+
 fn labels(pairs: &[(&str, String)]) -> PeerSelector {
     let map = pairs
         .iter()

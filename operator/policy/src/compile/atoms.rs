@@ -279,6 +279,21 @@ fn build_regions(
         .filter(|&s| matches!(set.selectors[s], Selector::Cidrs(_) | Selector::All))
         .collect();
 
+    // The most specific route to a piece, ties to the first member by name
+    // (members are in name order): the longest of the piece's own prefixes
+    // (itself, its parent, ...) that some member routes. A lookup per
+    // prefix length, not a scan of every route of the mesh per piece.
+    let mut routes: HashMap<Prefix, usize> = HashMap::new();
+    for &r in &routers {
+        for &route in &members[r].allowed_ips {
+            routes.entry(route).or_insert(r);
+        }
+    }
+    let owner = |piece: Prefix| {
+        std::iter::successors(Some(piece), |p| p.parent())
+            .find_map(|p| routes.get(&p).map(|&r| (r, p)))
+    };
+
     let mut regions = Vec::new();
     for &m in &routers {
         for &prefix in &members[m].allowed_ips {
@@ -288,13 +303,7 @@ fn build_regions(
                 if hosts.contains_key(&piece) {
                     continue; // a member's own address belongs to that member
                 }
-                // The most specific route to this piece, ties to the first member by name.
-                let owner = routers
-                    .iter()
-                    .flat_map(|&r| members[r].allowed_ips.iter().map(move |p| (r, *p)))
-                    .filter(|(_, p)| p.contains(piece))
-                    .max_by(|(ra, pa), (rb, pb)| pa.bits().cmp(&pb.bits()).then(rb.cmp(ra)));
-                if owner != Some((m, prefix)) {
+                if owner(piece) != Some((m, prefix)) {
                     continue;
                 }
                 let signature = address_selectors
