@@ -8,7 +8,7 @@
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -41,24 +41,15 @@ pub fn shipped() -> PathBuf {
 /// the metrics are registered all the same.
 pub fn scrape_operator() -> anyhow::Result<String> {
     let dir = Scratch::new("operator")?;
-    let kubeconfig = dir.0.join("kubeconfig");
     let api = free_port()?;
-    std::fs::write(
-        &kubeconfig,
-        meshguard_testkit::api_server::kubeconfig(&format!("https://{api}")),
-    )?;
     let listen = free_port()?;
-    let mut operator = Command::new(binary("meshguard-operator")?)
-        .args([
-            "--leader-elect=false",
-            "--metrics-listen",
-            &listen.to_string(),
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut operator = meshguard_testkit::api_server::operator_command(
+        binary("meshguard-operator")?,
+        &dir.0,
+        &format!("https://{api}"),
+        listen,
+    )?
+    .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
         if let Ok(body) = scrape(listen) {

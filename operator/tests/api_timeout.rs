@@ -10,7 +10,6 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
     net::TcpListener,
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -37,30 +36,20 @@ fn an_unanswered_request_is_abandoned_and_retried() {
     });
     let dir = std::env::temp_dir().join(format!("mg-api-timeout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        meshguard_testkit::api_server::kubeconfig(&format!("http://{address}")),
-    )
-    .unwrap();
     let metrics = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_meshguard-operator"))
-        .args([
-            "--leader-elect=false",
-            "--api-read-timeout",
-            "2s",
-            "--metrics-listen",
-            &metrics.to_string(),
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut operator = meshguard_testkit::api_server::operator_command(
+        env!("CARGO_BIN_EXE_meshguard-operator"),
+        &dir,
+        &format!("http://{address}"),
+        metrics,
+    )
+    .unwrap()
+    .args(["--api-read-timeout", "2s"])
+    .spawn()
+    .unwrap();
     // 2 s unanswered, then the watch's backoff (0.8 s, then 1.6 s, jittered
     // up to twice): every watcher asks again within 10 s.
     let started = Instant::now();

@@ -4,7 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failure report
 
-use std::time::Duration;
+use std::{
+    ffi::OsStr,
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use http::{Request, Response, StatusCode};
 use kube::{Client, client::Body};
@@ -130,4 +136,26 @@ pub fn kubeconfig(server: &str) -> String {
          contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n\
          current-context: test\n"
     )
+}
+
+/// The real `meshguard-operator` (`binary`) set up against an API server
+/// at `server`: its kubeconfig written into `dir`, no leader election,
+/// `/metrics` on `metrics`, output discarded. Add flags, then spawn.
+pub fn operator_command(
+    binary: impl AsRef<OsStr>,
+    dir: &Path,
+    server: &str,
+    metrics: SocketAddr,
+) -> std::io::Result<Command> {
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, kubeconfig(server))?;
+    let mut command = Command::new(binary);
+    command
+        .args(["--leader-elect=false", "--metrics-listen"])
+        .arg(metrics.to_string())
+        .env("KUBECONFIG", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Ok(command)
 }
